@@ -1,0 +1,2 @@
+#include <cancel.h>
+int main(void) { return 0; }

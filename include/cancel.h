@@ -1,0 +1,335 @@
+/*
+ * cancel.h - structured, cooperative cancellation for POSIX threads.
+ *
+ * The whole public API of libcancel.  Three ideas (see cancel(7)):
+ *
+ *  - Tokens form a tree.  Cancelling a token flags it and every descendant
+ *    with a reason (a positive errno-style int) and runs the callbacks
+ *    registered on them.  Nothing is unwound.
+ *  - Wrapped blocking calls (cancel_read, cancel_accept, cancel_sleep, ...)
+ *    behave like the call they wrap until the calling thread's current
+ *    token is cancelled; then they fail with ECANCELED (ETIMEDOUT when a
+ *    deadline fired), and a thread already blocked in one wakes promptly.
+ *  - Scopes spawn tasks on threads and always join them all.
+ *
+ * Conventions.  Functions that wrap a POSIX call keep its error convention
+ * (read style: -1 and errno; pthread style: the error number returned).
+ * Other functions return 0 or a positive errno value, or a pointer / NULL
+ * with errno set.  Bad input never aborts.  Every function may be called
+ * from any thread on any live object.  Times are CLOCK_MONOTONIC: absolute
+ * deadlines are struct timespec, relative durations int64_t nanoseconds.
+ */
+#ifndef CANCEL_H
+#define CANCEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/epoll.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CANCEL_API __attribute__((visibility("default")))
+#else
+#define CANCEL_API
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Tokens                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * An opaque, reference-counted cancellation token.  A NULL token means
+ * "never cancelled" wherever a token is read.  The first member of the
+ * object is its reason word (an int, 0 while live); the inline fast path of
+ * cancel_token_is_cancelled below reads it, and that layout is part of the
+ * ABI.
+ */
+typedef struct cancel_token cancel_token_t;
+
+/*
+ * cancel_token_new - a new root token, reference count 1.
+ * Returns NULL with errno ENOMEM when memory runs out.
+ */
+CANCEL_API cancel_token_t *cancel_token_new(void);
+
+/*
+ * cancel_token_child - a new token cancelled when PARENT is (with PARENT's
+ * reason) or on its own.  It holds a reference on PARENT; PARENT does not
+ * keep it alive, and releasing it unlinks it from PARENT at once.  A child
+ * of a cancelled parent is born cancelled; a child of NULL is a root.
+ * Returns NULL with errno ENOMEM when memory runs out.
+ */
+CANCEL_API cancel_token_t *cancel_token_child(cancel_token_t *parent);
+
+/*
+ * cancel_token_with_deadline - a child of PARENT that cancels itself with
+ * ETIMEDOUT at the absolute CLOCK_MONOTONIC time *AT (never earlier).  A
+ * deadline already past gives a token born cancelled.  Returns NULL with
+ * errno EINVAL (AT NULL or tv_nsec out of range) or ENOMEM.
+ */
+CANCEL_API cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent,
+                                                      const struct timespec *at);
+
+/*
+ * cancel_token_with_timeout - cancel_token_with_deadline at now + NS
+ * nanoseconds; NS <= 0 gives a token born cancelled with ETIMEDOUT.
+ */
+CANCEL_API cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns);
+
+/*
+ * cancel_token_any - a linked token, cancelled as soon as any of the N
+ * TOKENS is, with that token's reason.  It holds references on them while
+ * it lives and unregisters from all of them when released.  NULL entries
+ * never fire; N == 0 gives a token only cancel_token_cancel can cancel.
+ * Returns NULL with errno EINVAL (TOKENS NULL while N > 0) or ENOMEM.
+ */
+CANCEL_API cancel_token_t *cancel_token_any(cancel_token_t *const *tokens, size_t n);
+
+/* cancel_token_ref - take one more reference; returns T (NULL stays NULL). */
+CANCEL_API cancel_token_t *cancel_token_ref(cancel_token_t *t);
+
+/*
+ * cancel_token_unref - release one reference; the last one frees the token
+ * (its deadline, fd, signal and link registrations with it) and releases
+ * its parent.  NULL is fine.  Never recurses, whatever the depth.
+ */
+CANCEL_API void cancel_token_unref(cancel_token_t *t);
+
+/*
+ * cancel_token_cancel - cancel T and all its descendants with REASON
+ * (REASON <= 0 means ECANCELED).  Returns true for the one call that made
+ * the transition; before it returns, T and every descendant report
+ * cancelled and every callback registered on them has run to completion
+ * (except one running on this very thread).  A later call returns false
+ * at once and changes nothing (the first reason wins).  NULL: false.
+ */
+CANCEL_API bool cancel_token_cancel(cancel_token_t *t, int reason);
+
+/*
+ * cancel_token_cancel_at - cancel_token_cancel that also records the
+ * caller's source location; see CANCEL_TOKEN_CANCEL and
+ * cancel_token_cancelled_from.
+ */
+CANCEL_API bool cancel_token_cancel_at(cancel_token_t *t, int reason,
+                                       const char *file, int line);
+
+/* Cancels T recording this source line as where it was cancelled from. */
+#define CANCEL_TOKEN_CANCEL(t, reason) \
+    cancel_token_cancel_at((t), (reason), __FILE__, __LINE__)
+
+/*
+ * cancel_token_cancelled_from - where T's cancellation came from: the
+ * thread (as pthread_self() there) and, when cancelled through
+ * CANCEL_TOKEN_CANCEL, the source file and line (else FILE NULL, LINE 0).
+ * For a token cancelled through an ancestor or a linked source, the answer
+ * is that token's.  Returns 0, or ESRCH when T is not cancelled or the
+ * origin was not recorded (memory ran out at cancel time), EINVAL for NULL.
+ */
+CANCEL_API int cancel_token_cancelled_from(const cancel_token_t *t, pthread_t *thread,
+                                           const char **file, int *line);
+
+/* cancel_token_is_cancelled - true once T is cancelled.  One atomic load. */
+CANCEL_API bool cancel_token_is_cancelled(const cancel_token_t *t);
+
+/* cancel_token_reason - T's reason, or 0 while it is not cancelled. */
+CANCEL_API int cancel_token_reason(const cancel_token_t *t);
+
+/*
+ * cancel_token_wait - block until T is cancelled (returns 0), the absolute
+ * DEADLINE passes (ETIMEDOUT; NULL: none), or the calling thread's current
+ * token is cancelled (ECANCELED or ETIMEDOUT).  Errors are returned, not
+ * put in errno.  T NULL with no deadline and no current token is EINVAL
+ * (it would never return).
+ */
+CANCEL_API int cancel_token_wait(cancel_token_t *t, const struct timespec *deadline);
+
+/*
+ * cancel_token_fd - a file descriptor owned by T that polls readable once T
+ * is cancelled; created on first use, closed when T is freed.  Do not read
+ * or close it.  Returns -1 with errno EINVAL (NULL), EMFILE/ENFILE or
+ * ENOMEM.
+ */
+CANCEL_API int cancel_token_fd(cancel_token_t *t);
+
+/*
+ * cancel_token_deadline - T's effective deadline: the earliest over T's own,
+ * its ancestors' and (for linked tokens) its sources'.  Returns false when
+ * there is none (or T is NULL).
+ */
+CANCEL_API bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at);
+
+/*
+ * cancel_token_cancel_on_signal - the first delivery of SIGNO cancels T
+ * with ECANCELED (on a library thread: the handler only hands off).  A
+ * second delivery restores the previous disposition and raises the signal
+ * again.  The registration ends when T is freed.  Returns 0, EINVAL (NULL
+ * token, SIGKILL, SIGSTOP, invalid number) or ENOMEM.
+ */
+CANCEL_API int cancel_token_cancel_on_signal(cancel_token_t *t, int signo);
+
+/* Inline fast path: one acquire load of the reason word, no call. */
+#if defined(__GNUC__) && !defined(CANCEL_NO_INLINE)
+static inline bool cancel_token_is_cancelled_inline_(const cancel_token_t *t)
+{
+    return t != NULL &&
+           __atomic_load_n((const int *)(const void *)t, __ATOMIC_ACQUIRE) != 0;
+}
+#define cancel_token_is_cancelled(t) cancel_token_is_cancelled_inline_(t)
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Callbacks                                                               */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Caller-allocated callback storage.  Its contents are private; it needs no
+ * initialisation before cancel_callback_add.
+ */
+typedef struct cancel_callback {
+    void *private_[8];
+} cancel_callback_t;
+
+typedef void (*cancel_fn)(void *arg, int reason);
+
+/*
+ * cancel_callback_add - run FN(ARG, reason) once when T is cancelled, in the
+ * cancelling thread.  Returns 0 when armed; 1 when T was already cancelled
+ * and FN has run inline; 0 for a NULL T (nothing is armed, FN never runs);
+ * -1 with errno EINVAL for a NULL CB or FN.  Never allocates.  An armed
+ * callback holds a reference on T.  CB must stay valid until remove returns
+ * (FN itself may free CB: the library never touches CB after FN returns).
+ */
+CANCEL_API int cancel_callback_add(cancel_callback_t *cb, cancel_token_t *t,
+                                   cancel_fn fn, void *arg);
+
+/*
+ * cancel_callback_remove - disarm CB.  Returns true when it was removed
+ * before running.  Otherwise returns false after FN has finished, or at
+ * once when called from inside FN itself.  Never allocates.  Removing from
+ * another thread a callback whose FN waits for that thread deadlocks.
+ */
+CANCEL_API bool cancel_callback_remove(cancel_callback_t *cb);
+
+/* ---------------------------------------------------------------------- */
+/* The current token, checks and shields                                   */
+/* ---------------------------------------------------------------------- */
+
+/* cancel_current - the calling thread's current token (borrowed), or NULL. */
+CANCEL_API cancel_token_t *cancel_current(void);
+
+/*
+ * cancel_enter - make T the calling thread's current token and return the
+ * previous one, to be given to cancel_leave.  No reference is taken: keep T
+ * alive while it is current.  T may be NULL.
+ */
+CANCEL_API cancel_token_t *cancel_enter(cancel_token_t *t);
+
+/* cancel_leave - restore PREV, the value cancel_enter returned. */
+CANCEL_API void cancel_leave(cancel_token_t *prev);
+
+/* cancel_check - 0, or ECANCELED / ETIMEDOUT when the current token is cancelled. */
+CANCEL_API int cancel_check(void);
+
+/*
+ * cancel_shield_begin / cancel_shield_end - hide every token entered before
+ * the shield: inside, cancel_current() is NULL (or a token entered inside)
+ * and wrapped calls are the plain calls.  Shields nest; end restores
+ * exactly what begin hid.
+ */
+CANCEL_API void cancel_shield_begin(void);
+CANCEL_API void cancel_shield_end(void);
+
+/* ---------------------------------------------------------------------- */
+/* Wrapped blocking calls                                                  */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Each behaves like the call it wraps until the calling thread's current
+ * token is cancelled; from then on it fails at once, before any I/O, with
+ * errno ECANCELED (ETIMEDOUT when the reason is ETIMEDOUT), every time.  A
+ * thread blocked in one wakes promptly and the interrupted call moved
+ * nothing.  Progress wins: a call that moved data returns it.  EINTR is
+ * retried; descriptor flags are never changed; on an O_NONBLOCK descriptor
+ * they never wait.  See cancel_read(3).
+ */
+CANCEL_API ssize_t cancel_read(int fd, void *buf, size_t n);
+CANCEL_API ssize_t cancel_write(int fd, const void *buf, size_t n);
+CANCEL_API ssize_t cancel_readv(int fd, const struct iovec *iov, int iovcnt);
+CANCEL_API ssize_t cancel_writev(int fd, const struct iovec *iov, int iovcnt);
+CANCEL_API ssize_t cancel_pread(int fd, void *buf, size_t n, off_t offset);
+CANCEL_API ssize_t cancel_pwrite(int fd, const void *buf, size_t n, off_t offset);
+CANCEL_API ssize_t cancel_recv(int fd, void *buf, size_t n, int flags);
+CANCEL_API ssize_t cancel_send(int fd, const void *buf, size_t n, int flags);
+CANCEL_API ssize_t cancel_recvfrom(int fd, void *buf, size_t n, int flags,
+                                   struct sockaddr *addr, socklen_t *addrlen);
+CANCEL_API ssize_t cancel_sendto(int fd, const void *buf, size_t n, int flags,
+                                 const struct sockaddr *addr, socklen_t addrlen);
+CANCEL_API ssize_t cancel_recvmsg(int fd, struct msghdr *msg, int flags);
+CANCEL_API ssize_t cancel_sendmsg(int fd, const struct msghdr *msg, int flags);
+CANCEL_API int cancel_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+CANCEL_API int cancel_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+CANCEL_API int cancel_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
+CANCEL_API int cancel_epoll_wait(int epfd, struct epoll_event *events, int maxevents,
+                                 int timeout_ms);
+CANCEL_API pid_t cancel_waitpid(pid_t pid, int *status, int options);
+/* pthread style: returns 0 or ECANCELED/ETIMEDOUT, always with MUTEX held. */
+CANCEL_API int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
+CANCEL_API int cancel_sem_wait(sem_t *sem);
+
+/* cancel_wait_fd - wait until FD is ready for EVENTS (0), or -1 + errno. */
+CANCEL_API int cancel_wait_fd(int fd, short events);
+/* cancel_sleep - sleep NS nanoseconds: 0, or -1 with errno ECANCELED/ETIMEDOUT. */
+CANCEL_API int cancel_sleep(int64_t ns);
+/* cancel_sleep_until - sleep until the absolute CLOCK_MONOTONIC time *AT. */
+CANCEL_API int cancel_sleep_until(const struct timespec *at);
+/*
+ * cancel_read_full / cancel_write_all - loop until all N bytes moved;
+ * return N (read_full: fewer only at end of file) or -1 with errno; *DONE
+ * (when not NULL) always receives the count moved.
+ */
+CANCEL_API ssize_t cancel_read_full(int fd, void *buf, size_t n, size_t *done);
+CANCEL_API ssize_t cancel_write_all(int fd, const void *buf, size_t n, size_t *done);
+
+/* ---------------------------------------------------------------------- */
+/* Scopes                                                                  */
+/* ---------------------------------------------------------------------- */
+
+typedef struct cancel_scope cancel_scope_t;
+typedef struct cancel_task cancel_task_t;
+typedef int (*cancel_task_fn)(void *arg);
+
+/* A failing task neither cancels its siblings nor fails the scope. */
+#define CANCEL_SCOPE_SUPERVISE 0x1
+/* The first task returning 0 terminates the scope with its arg as value. */
+#define CANCEL_SCOPE_RACE      0x2
+
+CANCEL_API cancel_scope_t *cancel_scope_open(int flags);
+CANCEL_API cancel_scope_t *cancel_scope_open_in(cancel_token_t *parent, int flags);
+CANCEL_API int cancel_scope_spawn(cancel_scope_t *s, cancel_task_fn fn, void *arg,
+                                  cancel_task_t **task);
+CANCEL_API int cancel_scope_set_limit(cancel_scope_t *s, unsigned max_running);
+CANCEL_API void cancel_scope_cancel(cancel_scope_t *s);
+CANCEL_API int cancel_scope_terminate(cancel_scope_t *s, void *value);
+CANCEL_API cancel_token_t *cancel_scope_token(cancel_scope_t *s);
+CANCEL_API int cancel_scope_join(cancel_scope_t *s, void **value);
+CANCEL_API int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline,
+                                       void **value);
+CANCEL_API int cancel_task_join(cancel_task_t *task, int *result);
+CANCEL_API void cancel_task_cancel(cancel_task_t *task);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CANCEL_H */

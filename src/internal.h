@@ -1,0 +1,130 @@
+/*
+ * internal.h - what libcancel's modules share and users never see.
+ *
+ * Lock order (outermost first): cancel__lock, then the timer lock
+ * (timer.c), then nothing.  Callbacks never run under cancel__lock.
+ */
+#ifndef CANCEL_INTERNAL_H
+#define CANCEL_INTERNAL_H
+
+#include "config.h"
+
+#define CANCEL_NO_INLINE 1
+#include "cancel.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Broken internal invariants abort, in every build; caller mistakes never do. */
+#define CANCEL_ASSERT(cond) \
+    do { if (!(cond)) cancel__assert_failed(#cond, __FILE__, __LINE__); } while (0)
+void cancel__assert_failed(const char *what, const char *file, int line)
+    __attribute__((noreturn));
+
+struct cancel_cb;
+struct token_ext;
+
+/*
+ * A token is 56 bytes (a 64-byte malloc chunk): everything a plain child
+ * needs.  What only some tokens use (deadline, fd, links, signals, where it
+ * was cancelled from) lives in EXT, allocated on demand.
+ *
+ * REASON is written only under cancel__lock, once, from 0 to a positive
+ * value; it is read anywhere with an acquire load (the header's fast path
+ * reads it as the object's first int).  The tree links and CALLBACKS are
+ * guarded by cancel__lock.
+ */
+struct cancel_token {
+    _Atomic int reason;             /* must stay first: part of the ABI */
+    _Atomic unsigned refs;
+    struct cancel_token *parent;    /* holds a reference on it */
+    struct cancel_token *first_child;
+    struct cancel_token *next_sibling;
+    struct cancel_token **prev_link; /* the pointer that points at us */
+    struct cancel_cb *callbacks;    /* armed, not yet run */
+    _Atomic(struct token_ext *) ext;
+};
+
+/* Optional parts of a token; see cancel__token_ext. */
+struct token_ext {
+    /* Where the cancel came from (cancel_token_cancelled_from). */
+    bool has_origin;
+    pthread_t origin_thread;
+    const char *origin_file;
+    int origin_line;
+    /* cancel_token_fd's eventfd, or -1; written once on cancel. */
+    int fd;
+    /* Deadline (timer.c): absolute CLOCK_MONOTONIC, heap slot or SIZE_MAX. */
+    bool has_deadline;
+    struct timespec deadline;
+    size_t heap_index;
+    /* Linked token (link.c): its sources and one callback on each. */
+    size_t nsources;
+    cancel_token_t **sources;
+    cancel_callback_t *links;
+    /* Signal registrations (signal.c) that name this token. */
+    bool on_signal;
+};
+
+/* The internal view of cancel_callback_t. */
+struct cancel_cb {
+    struct cancel_cb *next;
+    struct cancel_cb **prev_link;
+    cancel_token_t *token;
+    cancel_fn fn;
+    void *arg;
+    uint32_t state;
+};
+/* Callback states: odd values, so that storage never armed is unlikely to
+ * pass for an armed callback. */
+enum {
+    CANCEL_CB_ARMED = 0x41524d45u,   /* on a token's list or a cancel's pending list */
+    CANCEL_CB_RUNNING = 0x52554e4fu, /* fn was handed the callback; it may be done */
+    CANCEL_CB_NULL = 0x4e554c4du,    /* added on a NULL token: nothing armed */
+    CANCEL_CB_IDLE = 0x49444c45u,    /* removed, or run and then removed */
+};
+_Static_assert(sizeof(struct cancel_cb) <= sizeof(cancel_callback_t),
+               "cancel_callback_t too small");
+
+/* The one lock that guards token trees and callback lists. */
+void cancel__lock(void);
+void cancel__unlock(void);
+
+/* The token's EXT, allocated (under cancel__lock) when missing; NULL: ENOMEM. */
+struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
+
+/* Take a reference unless the count already reached zero (the token is dying). */
+bool cancel__token_try_ref(cancel_token_t *t);
+
+/* Release hooks run when a token with an EXT is freed, outside cancel__lock. */
+void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext);
+void cancel__link_forget(cancel_token_t *t, struct token_ext *ext);
+void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext);
+
+/* Callback running bookkeeping shared by token.c and callback.c. */
+struct cancel_op {
+    cancel_token_t *root;            /* token this cancel transitioned, or NULL */
+    pthread_t thread;
+    const struct cancel_cb *running; /* callback whose fn runs now, or NULL */
+    struct cancel_op *next;
+};
+void cancel__op_begin_locked(struct cancel_op *op, cancel_token_t *root);
+void cancel__op_end_locked(struct cancel_op *op);
+/* Runs CB's fn outside the lock (called and returns with the lock held). */
+void cancel__run_callback_locked(struct cancel_op *op, struct cancel_cb *cb, int reason);
+void cancel__wait_locked(void);
+void cancel__broadcast_locked(void);
+struct cancel_op *cancel__ops_locked(void);
+
+/* Time helpers (time.c). */
+struct timespec cancel__now(void);
+struct timespec cancel__add_ns(struct timespec t, int64_t ns);
+int cancel__timespec_cmp(const struct timespec *a, const struct timespec *b);
+bool cancel__timespec_valid(const struct timespec *t);
+int64_t cancel__ns_until(const struct timespec *at);
+
+#endif

@@ -1,0 +1,453 @@
+/*
+ * token.c - the token tree: create, reference, cancel, propagate, free.
+ *
+ * One mutex, cancel__lock, guards every tree's links, every reason
+ * transition and every callback list.  Readers of the reason never take
+ * it: the reason word is written once, under the lock, with release
+ * order, and read with acquire order.  Callbacks run with the lock
+ * dropped.
+ *
+ * Cancelling walks the subtree iteratively (first_child / next_sibling /
+ * parent links, no recursion, no allocation) while holding the lock, so
+ * after the walk every descendant reads cancelled.  The walk stops at a
+ * descendant that is already cancelled: the cancel that flagged it owns
+ * that subtree.  If that cancel is still running its callbacks on another
+ * thread, we wait for it before returning (see wait_for_nested_ops), which
+ * gives "every callback has run" without two walks ever sharing a subtree.
+ * A cancel that waits only ever waits for cancels rooted strictly below
+ * its own root, so waits cannot form a cycle.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+
+static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tree_changed = PTHREAD_COND_INITIALIZER;
+static unsigned waiters;          /* threads in cancel__wait_locked */
+static struct cancel_op *ops;     /* cancels and inline callbacks under way */
+
+void cancel__assert_failed(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "libcancel: internal invariant broken at %s:%d: %s\n", file, line, what);
+    abort();
+}
+
+void cancel__lock(void)
+{
+    int rc = pthread_mutex_lock(&tree_lock);
+    CANCEL_ASSERT(rc == 0);
+}
+
+void cancel__unlock(void)
+{
+    int rc = pthread_mutex_unlock(&tree_lock);
+    CANCEL_ASSERT(rc == 0);
+}
+
+void cancel__wait_locked(void)
+{
+    waiters++;
+    int rc = pthread_cond_wait(&tree_changed, &tree_lock);
+    CANCEL_ASSERT(rc == 0);
+    waiters--;
+}
+
+/* Broadcast only when someone waits: a cancel with no waiter makes no syscall. */
+void cancel__broadcast_locked(void)
+{
+    if (waiters > 0)
+        pthread_cond_broadcast(&tree_changed);
+}
+
+struct cancel_op *cancel__ops_locked(void)
+{
+    return ops;
+}
+
+void cancel__op_begin_locked(struct cancel_op *op, cancel_token_t *root)
+{
+    op->root = root;
+    op->thread = pthread_self();
+    op->running = NULL;
+    op->next = ops;
+    ops = op;
+}
+
+void cancel__op_end_locked(struct cancel_op *op)
+{
+    struct cancel_op **link = &ops;
+    while (*link != op)
+        link = &(*link)->next;
+    *link = op->next;
+    cancel__broadcast_locked();
+}
+
+void cancel__run_callback_locked(struct cancel_op *op, struct cancel_cb *cb, int reason)
+{
+    cancel_fn fn = cb->fn;
+    void *arg = cb->arg;
+    op->running = cb;
+    cancel__unlock();
+    /* From here on CB belongs to FN, which may free it: never touch it again. */
+    fn(arg, reason);
+    cancel__lock();
+    op->running = NULL;
+    cancel__broadcast_locked();
+}
+
+struct token_ext *cancel__token_ext_locked(cancel_token_t *t)
+{
+    struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_relaxed);
+    if (ext)
+        return ext;
+    ext = calloc(1, sizeof *ext);
+    if (!ext)
+        return NULL;
+    ext->fd = -1;
+    ext->heap_index = SIZE_MAX;
+    /* Release: a reader that loads EXT without the lock sees it initialised. */
+    atomic_store_explicit(&t->ext, ext, memory_order_release);
+    return ext;
+}
+
+static cancel_token_t *token_alloc(void)
+{
+    cancel_token_t *t = malloc(sizeof *t);
+    if (!t) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    atomic_init(&t->reason, 0);
+    atomic_init(&t->refs, 1);
+    t->parent = NULL;
+    t->first_child = NULL;
+    t->next_sibling = NULL;
+    t->prev_link = NULL;
+    t->callbacks = NULL;
+    atomic_init(&t->ext, NULL);
+    return t;
+}
+
+cancel_token_t *cancel_token_new(void)
+{
+    return token_alloc();
+}
+
+cancel_token_t *cancel_token_child(cancel_token_t *parent)
+{
+    cancel_token_t *t = token_alloc();
+    if (!t || !parent)
+        return t;
+    cancel_token_ref(parent);
+    t->parent = parent;
+    cancel__lock();
+    /* Under the lock: a concurrent cancel of PARENT either sees us linked
+     * and flags us, or flagged PARENT before we copy its reason. */
+    atomic_store_explicit(&t->reason,
+                          atomic_load_explicit(&parent->reason, memory_order_relaxed),
+                          memory_order_relaxed);
+    t->next_sibling = parent->first_child;
+    if (t->next_sibling)
+        t->next_sibling->prev_link = &t->next_sibling;
+    t->prev_link = &parent->first_child;
+    parent->first_child = t;
+    cancel__unlock();
+    return t;
+}
+
+cancel_token_t *cancel_token_ref(cancel_token_t *t)
+{
+    if (t) {
+        /* Relaxed: the caller already holds a reference, so the object is
+         * published to this thread; only the count itself changes. */
+        unsigned old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+        CANCEL_ASSERT(old > 0);
+    }
+    return t;
+}
+
+bool cancel__token_try_ref(cancel_token_t *t)
+{
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    while (n != 0) {
+        if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n + 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+/* Frees T (its count reached zero) and returns its parent, still referenced. */
+static cancel_token_t *token_destroy(cancel_token_t *t)
+{
+    struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
+    if (ext) {
+        /* Registrations that could still reach T end before T goes. */
+        cancel__timer_forget(t, ext);
+        cancel__link_forget(t, ext);
+        cancel__signal_forget(t, ext);
+    }
+    cancel_token_t *parent = t->parent;
+    CANCEL_ASSERT(t->callbacks == NULL); /* armed callbacks hold references */
+    if (parent) {
+        cancel__lock();
+        CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
+        *t->prev_link = t->next_sibling;
+        if (t->next_sibling)
+            t->next_sibling->prev_link = t->prev_link;
+        cancel__unlock();
+    }
+    if (ext) {
+        if (ext->fd >= 0)
+            close(ext->fd);
+        free(ext);
+    }
+    free(t);
+    return parent;
+}
+
+void cancel_token_unref(cancel_token_t *t)
+{
+    /* A loop, not recursion: releasing the last leaf of a ten-million-deep
+     * chain frees the whole chain in constant stack. */
+    while (t) {
+        /* Release orders our earlier writes before the free; the acquire
+         * fence makes every other releaser's writes visible to it. */
+        unsigned old = atomic_fetch_sub_explicit(&t->refs, 1, memory_order_release);
+        CANCEL_ASSERT(old > 0);
+        if (old != 1)
+            return;
+        atomic_thread_fence(memory_order_acquire);
+        t = token_destroy(t);
+    }
+}
+
+/* Flags T with REASON and moves its armed callbacks onto PENDING. */
+static void transition_locked(cancel_token_t *t, int reason, struct cancel_cb **pending)
+{
+    atomic_store_explicit(&t->reason, reason, memory_order_release);
+    struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_relaxed);
+    if (ext && ext->fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w;
+        do
+            w = write(ext->fd, &one, sizeof one);
+        while (w < 0 && errno == EINTR);
+    }
+    struct cancel_cb *list = t->callbacks;
+    if (!list)
+        return;
+    t->callbacks = NULL;
+    /* Splice LIST in front of PENDING; each cb keeps its prev_link valid so
+     * that cancel_callback_remove can still unlink it from here. */
+    struct cancel_cb *last = list;
+    while (last->next)
+        last = last->next;
+    last->next = *pending;
+    if (*pending)
+        (*pending)->prev_link = &last->next;
+    list->prev_link = pending;
+    *pending = list;
+}
+
+/* Is an op other than this thread's rooted exactly at T? */
+static bool foreign_op_rooted_at(const cancel_token_t *t)
+{
+    pthread_t self = pthread_self();
+    for (struct cancel_op *op = ops; op; op = op->next)
+        if (op->root == t && !pthread_equal(op->thread, self))
+            return true;
+    return false;
+}
+
+static bool is_strict_descendant(const cancel_token_t *t, const cancel_token_t *root)
+{
+    for (t = t->parent; t; t = t->parent)
+        if (t == root)
+            return true;
+    return false;
+}
+
+/* Flags every not-yet-cancelled node under ROOT; returns whether an
+ * already-cancelled subtree still belongs to a cancel under way elsewhere. */
+static bool walk_locked(cancel_token_t *root, struct cancel_cb **pending)
+{
+    bool nested_elsewhere = false;
+    cancel_token_t *node = root;
+    cancel_token_t *child = root->first_child;
+    for (;;) {
+        if (child) {
+            if (atomic_load_explicit(&child->reason, memory_order_relaxed) != 0) {
+                if (!nested_elsewhere && foreign_op_rooted_at(child))
+                    nested_elsewhere = true;
+                child = child->next_sibling;
+                continue;
+            }
+            transition_locked(child, atomic_load_explicit(&node->reason,
+                                                          memory_order_relaxed), pending);
+            node = child;
+            child = node->first_child;
+            continue;
+        }
+        if (node == root)
+            return nested_elsewhere;
+        child = node->next_sibling;
+        node = node->parent;
+    }
+}
+
+/* Waits until no other thread's cancel rooted under ROOT is under way. */
+static void wait_for_nested_ops(const cancel_token_t *root)
+{
+    pthread_t self = pthread_self();
+    for (;;) {
+        bool busy = false;
+        for (struct cancel_op *op = ops; op && !busy; op = op->next)
+            busy = op->root && !pthread_equal(op->thread, self) &&
+                   is_strict_descendant(op->root, root);
+        if (!busy)
+            return;
+        cancel__wait_locked();
+    }
+}
+
+static void record_origin_locked(cancel_token_t *t, const char *file, int line)
+{
+    struct token_ext *ext = cancel__token_ext_locked(t);
+    if (!ext)
+        return; /* best effort: cancelled_from will answer ESRCH */
+    ext->has_origin = true;
+    ext->origin_thread = pthread_self();
+    ext->origin_file = file;
+    ext->origin_line = line;
+}
+
+bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int line)
+{
+    if (!t)
+        return false;
+    if (reason <= 0)
+        reason = ECANCELED;
+    if (atomic_load_explicit(&t->reason, memory_order_acquire) != 0)
+        return false;
+
+    cancel__lock();
+    if (atomic_load_explicit(&t->reason, memory_order_relaxed) != 0) {
+        cancel__unlock();
+        return false;
+    }
+    struct cancel_op op;
+    cancel__op_begin_locked(&op, t);
+    record_origin_locked(t, file, line);
+
+    struct cancel_cb *pending = NULL;
+    transition_locked(t, reason, &pending);
+    bool nested_elsewhere = walk_locked(t, &pending);
+
+    /* Run what we collected, one at a time, with the lock dropped.  Another
+     * thread may unlink a pending callback meanwhile (remove), so we pop
+     * under the lock each time. */
+    struct cancel_cb *cb;
+    while ((cb = pending) != NULL) {
+        pending = cb->next;
+        if (pending)
+            pending->prev_link = &pending;
+        cb->state = CANCEL_CB_RUNNING;
+        cancel_token_t *owner = cb->token;
+        int why = atomic_load_explicit(&owner->reason, memory_order_relaxed);
+        cancel__run_callback_locked(&op, cb, why);
+        /* The armed callback's reference on its token is ours to drop. */
+        cancel__unlock();
+        cancel_token_unref(owner);
+        cancel__lock();
+    }
+    if (nested_elsewhere)
+        wait_for_nested_ops(t);
+    cancel__op_end_locked(&op);
+    cancel__unlock();
+    return true;
+}
+
+bool cancel_token_cancel(cancel_token_t *t, int reason)
+{
+    return cancel_token_cancel_at(t, reason, NULL, 0);
+}
+
+int cancel_token_cancelled_from(const cancel_token_t *t, pthread_t *thread,
+                                const char **file, int *line)
+{
+    if (!t)
+        return EINVAL;
+    if (atomic_load_explicit(&t->reason, memory_order_acquire) == 0)
+        return ESRCH;
+    int rc = ESRCH;
+    cancel__lock();
+    /* The origin is recorded on the token a cancel started from; walk up to
+     * the nearest cancelled ancestor that has one. */
+    for (const cancel_token_t *n = t; n && atomic_load_explicit(&n->reason,
+                                                               memory_order_relaxed);
+         n = n->parent) {
+        struct token_ext *ext = atomic_load_explicit(&n->ext, memory_order_relaxed);
+        if (ext && ext->has_origin) {
+            if (thread)
+                *thread = ext->origin_thread;
+            if (file)
+                *file = ext->origin_file;
+            if (line)
+                *line = ext->origin_line;
+            rc = 0;
+            break;
+        }
+    }
+    cancel__unlock();
+    return rc;
+}
+
+bool cancel_token_is_cancelled(const cancel_token_t *t)
+{
+    return t && atomic_load_explicit(&t->reason, memory_order_acquire) != 0;
+}
+
+int cancel_token_reason(const cancel_token_t *t)
+{
+    return t ? atomic_load_explicit(&t->reason, memory_order_acquire) : 0;
+}
+
+int cancel_token_fd(cancel_token_t *t)
+{
+    if (!t) {
+        errno = EINVAL;
+        return -1;
+    }
+    cancel__lock();
+    struct token_ext *ext = cancel__token_ext_locked(t);
+    if (!ext) {
+        cancel__unlock();
+        errno = ENOMEM;
+        return -1;
+    }
+    if (ext->fd < 0) {
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0) {
+            int saved = errno;
+            cancel__unlock();
+            errno = saved;
+            return -1;
+        }
+        /* Created under the lock, so a cancel either writes it or has
+         * already flagged the token, in which case we write it here. */
+        if (atomic_load_explicit(&t->reason, memory_order_relaxed) != 0) {
+            uint64_t one = 1;
+            ssize_t w = write(fd, &one, sizeof one);
+            (void)w;
+        }
+        ext->fd = fd;
+    }
+    int fd = ext->fd;
+    cancel__unlock();
+    return fd;
+}

@@ -1,0 +1,86 @@
+/*
+ * testutil.c - helpers shared by the Check programs.
+ */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+int64_t tu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int count_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+int tu_count_fds(void)
+{
+    return count_entries("/proc/self/fd") - 1; /* the DIR's own fd */
+}
+
+int tu_count_threads(void)
+{
+    return count_entries("/proc/self/task");
+}
+
+void tu_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+    int rc = pthread_create(thread, NULL, fn, arg);
+    ck_assert_int_eq(rc, 0);
+}
+
+void *tu_thread_join(pthread_t thread)
+{
+    void *ret = NULL;
+    int rc = pthread_join(thread, &ret);
+    ck_assert_int_eq(rc, 0);
+    return ret;
+}
+
+void tu_latch_init(tu_latch_t *l)
+{
+    pthread_mutex_init(&l->mutex, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    l->count = 0;
+}
+
+void tu_latch_post(tu_latch_t *l)
+{
+    pthread_mutex_lock(&l->mutex);
+    l->count++;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->mutex);
+}
+
+void tu_latch_wait(tu_latch_t *l)
+{
+    pthread_mutex_lock(&l->mutex);
+    while (l->count == 0)
+        pthread_cond_wait(&l->cond, &l->mutex);
+    l->count--;
+    pthread_mutex_unlock(&l->mutex);
+}
+
+int tu_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,45 @@
+/*
+ * testutil.h - helpers shared by the Check programs.
+ */
+#ifndef CANCEL_TESTUTIL_H
+#define CANCEL_TESTUTIL_H
+
+#include <check.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Timeout, in seconds, for a TCase that can block (Check scales it by
+ * CK_TIMEOUT_MULTIPLIER for sanitizer runs). */
+#define TU_TIMEOUT 30
+
+/* Generous upper guard for "wakes promptly" (lower bounds are the real test). */
+#define TU_WAKE_GUARD_NS (2 * 1000000000LL)
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+int64_t tu_now_ns(void);
+
+/* Open file descriptors of this process (from /proc/self/fd). */
+int tu_count_fds(void);
+
+/* Threads of this process (from /proc/self/task). */
+int tu_count_threads(void);
+
+/* pthread_create that fails the test on error. */
+void tu_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
+void *tu_thread_join(pthread_t thread);
+
+/* A one-shot handshake between two threads. */
+typedef struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int count;
+} tu_latch_t;
+void tu_latch_init(tu_latch_t *l);
+void tu_latch_post(tu_latch_t *l);
+void tu_latch_wait(tu_latch_t *l);
+
+/* Run the suite in fork mode; returns the process exit status. */
+int tu_run_suite(Suite *s);
+
+#endif
