@@ -22,6 +22,12 @@ struct shield_stack {
 
 static __thread cancel_token_t *current;
 static __thread struct shield_stack shields;
+static __thread struct cancel_blocked blocked;
+
+struct cancel_blocked *cancel__thread_blocked(void)
+{
+    return &blocked;
+}
 
 cancel_token_t *cancel_current(void)
 {

@@ -120,6 +120,19 @@ void cancel__wait_locked(void);
 void cancel__broadcast_locked(void);
 struct cancel_op *cancel__ops_locked(void);
 
+/*
+ * What a thread is blocked in, for scope diagnostics: the wrapped-call
+ * layer (wake.c) fills its own thread's record around a wait; scope.c
+ * reads a task's worker's record from another thread.  CALL is a static
+ * string ("read", "accept", ...) or NULL when not blocked.
+ */
+struct cancel_blocked {
+    _Atomic(const char *) call;
+    _Atomic int fd;
+    _Atomic int64_t since_ns;       /* CLOCK_MONOTONIC when the wait began */
+};
+struct cancel_blocked *cancel__thread_blocked(void);
+
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);
 struct timespec cancel__add_ns(struct timespec t, int64_t ns);
