@@ -1,2 +1,22 @@
 #!/bin/sh
+# The shared library exports only cancel_* names (plus nothing else).
+lib="${top_builddir:-.}/.libs/libcancel.so"
+[ -f "$lib" ] || { echo "no $lib"; exit 1; }
+syms=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ { print $3 }')
+[ -n "$syms" ] || { echo "no exported symbols found"; exit 1; }
+bad=$(printf '%s\n' "$syms" | grep -v '^cancel_' | grep -v '^cancel__never$' || true)
+inner=$(printf '%s\n' "$syms" | grep '^cancel__' || true)
+echo "exported: $(printf '%s\n' "$syms" | wc -l) symbols"
+if [ -n "$bad$inner" ]; then
+    echo "symbols that must not be exported:"; printf '%s\n' $bad $inner
+    exit 1
+fi
+# Every function the header declares is exported.
+hdr="${top_srcdir:-.}/include/cancel.h"
+missing=""
+for f in $(grep -oE '\bcancel_[a-z0-9_]+\(' "$hdr" | tr -d '(' | sort -u); do
+    case $f in *_inline_) continue ;; esac
+    printf '%s\n' "$syms" | grep -qx "$f" || missing="$missing $f"
+done
+if [ -n "$missing" ]; then echo "declared but not exported:$missing"; exit 1; fi
 exit 0
