@@ -34,9 +34,8 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
     cancel__lock();
     int reason = atomic_load_explicit(&t->reason, memory_order_relaxed);
     if (reason == 0) {
-        /* The armed callback keeps its token alive until it runs or is
-         * removed, as std::stop_callback keeps its stop state. */
-        cancel_token_ref(t);
+        /* No reference is taken (it would cost two atomic operations per
+         * add+remove): freeing the token disarms the callback instead. */
         cb->next = t->callbacks;
         if (cb->next)
             cb->next->prev_link = &cb->next;
@@ -80,18 +79,15 @@ bool cancel_callback_remove(cancel_callback_t *callback)
         cb->state = CANCEL_CB_IDLE;
         cancel__unlock();
         return true;
-    case CANCEL_CB_ARMED: {
+    case CANCEL_CB_ARMED:
         /* On its token's list or on a cancel's pending list: unlink from
-         * whichever, and drop the reference the armed callback held. */
+         * whichever (prev_link points into it). */
         *cb->prev_link = cb->next;
         if (cb->next)
             cb->next->prev_link = cb->prev_link;
         cb->state = CANCEL_CB_IDLE;
-        cancel_token_t *t = cb->token;
         cancel__unlock();
-        cancel_token_unref(t);
         return true;
-    }
     case CANCEL_CB_RUNNING:
         for (;;) {
             bool self = false;

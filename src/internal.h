@@ -78,21 +78,37 @@ struct cancel_cb {
     cancel_fn fn;
     void *arg;
     uint32_t state;
+    int reason;                     /* copied at cancel: the token may be gone by fn */
 };
 /* Callback states: odd values, so that storage never armed is unlikely to
  * pass for an armed callback. */
 enum {
     CANCEL_CB_ARMED = 0x41524d45u,   /* on a token's list or a cancel's pending list */
     CANCEL_CB_RUNNING = 0x52554e4fu, /* fn was handed the callback; it may be done */
-    CANCEL_CB_NULL = 0x4e554c4du,    /* added on a NULL token: nothing armed */
+    CANCEL_CB_NULL = 0x4e554c4du,    /* nothing armed: NULL token, or its token was freed */
     CANCEL_CB_IDLE = 0x49444c45u,    /* removed, or run and then removed */
 };
 _Static_assert(sizeof(struct cancel_cb) <= sizeof(cancel_callback_t),
                "cancel_callback_t too small");
 
-/* The one lock that guards token trees and callback lists. */
-void cancel__lock(void);
-void cancel__unlock(void);
+/* The one lock that guards token trees and callback lists (lock.c). */
+extern _Atomic int cancel__lock_word;
+void cancel__lock_slow(void);
+void cancel__unlock_wake(void);
+
+static inline void cancel__lock(void)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&cancel__lock_word, &expected, 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        cancel__lock_slow();
+}
+
+static inline void cancel__unlock(void)
+{
+    if (atomic_exchange_explicit(&cancel__lock_word, 0, memory_order_release) == 2)
+        cancel__unlock_wake();
+}
 
 /* The token's EXT, allocated (under cancel__lock) when missing; NULL: ENOMEM. */
 struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
@@ -104,6 +120,9 @@ bool cancel__token_try_ref(cancel_token_t *t);
 void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext);
 void cancel__link_forget(cancel_token_t *t, struct token_ext *ext);
 void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext);
+
+/* Deadlines waiting in the timer heap (timer.c; for tests and benchmarks). */
+size_t cancel__timer_pending(void);
 
 /* Callback running bookkeeping shared by token.c and callback.c. */
 struct cancel_op {
@@ -132,6 +151,29 @@ struct cancel_blocked {
     _Atomic int64_t since_ns;       /* CLOCK_MONOTONIC when the wait began */
 };
 struct cancel_blocked *cancel__thread_blocked(void);
+
+/* The worker thread cache behind scopes (worker.c).  START runs JOB(ARG)
+ * once on a cached or new thread of STACK_SIZE bytes (0: the default);
+ * returns 0 or EAGAIN. */
+int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size);
+int cancel__stack_size_check(size_t bytes, size_t *rounded);
+unsigned cancel__worker_idle_count(void);
+/* Test hook: the next that many thread creations fail with EAGAIN. */
+extern _Atomic int cancel__worker_fail_next_create;
+
+/*
+ * Wrapped-call waits (wake.c).  cancel__wait_ready waits until one of
+ * FDS[0..N) is ready (returns how many; revents filled), token T is
+ * cancelled (-ECANCELED or -ETIMEDOUT), the absolute DEADLINE passes
+ * (0; NULL: none), or fails (-errno).  T NULL: a plain ppoll.  CALL names
+ * the wait in the thread's blocked record.  blocked_begin/end fill and
+ * clear that record around other kinds of waits.
+ */
+int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
+                       const struct timespec *deadline, const char *call);
+int cancel__reason_errno(int reason);
+void cancel__blocked_begin(const char *call, int fd);
+void cancel__blocked_end(void);
 
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);

@@ -24,42 +24,12 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 
-static pthread_mutex_t tree_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t tree_changed = PTHREAD_COND_INITIALIZER;
-static unsigned waiters;          /* threads in cancel__wait_locked */
 static struct cancel_op *ops;     /* cancels and inline callbacks under way */
 
 void cancel__assert_failed(const char *what, const char *file, int line)
 {
     fprintf(stderr, "libcancel: internal invariant broken at %s:%d: %s\n", file, line, what);
     abort();
-}
-
-void cancel__lock(void)
-{
-    int rc = pthread_mutex_lock(&tree_lock);
-    CANCEL_ASSERT(rc == 0);
-}
-
-void cancel__unlock(void)
-{
-    int rc = pthread_mutex_unlock(&tree_lock);
-    CANCEL_ASSERT(rc == 0);
-}
-
-void cancel__wait_locked(void)
-{
-    waiters++;
-    int rc = pthread_cond_wait(&tree_changed, &tree_lock);
-    CANCEL_ASSERT(rc == 0);
-    waiters--;
-}
-
-/* Broadcast only when someone waits: a cancel with no waiter makes no syscall. */
-void cancel__broadcast_locked(void)
-{
-    if (waiters > 0)
-        pthread_cond_broadcast(&tree_changed);
 }
 
 struct cancel_op *cancel__ops_locked(void)
@@ -192,15 +162,19 @@ static cancel_token_t *token_destroy(cancel_token_t *t)
         cancel__signal_forget(t, ext);
     }
     cancel_token_t *parent = t->parent;
-    CANCEL_ASSERT(t->callbacks == NULL); /* armed callbacks hold references */
+    cancel__lock();
+    CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
+    /* Callbacks still armed will never run: disarm them, so that a later
+     * cancel_callback_remove finds nothing to unlink (and returns true). */
+    for (struct cancel_cb *cb = t->callbacks; cb; cb = cb->next)
+        cb->state = CANCEL_CB_NULL;
+    t->callbacks = NULL;
     if (parent) {
-        cancel__lock();
-        CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
         *t->prev_link = t->next_sibling;
         if (t->next_sibling)
             t->next_sibling->prev_link = t->prev_link;
-        cancel__unlock();
     }
+    cancel__unlock();
     if (ext) {
         if (ext->fd >= 0)
             close(ext->fd);
@@ -242,6 +216,8 @@ static void transition_locked(cancel_token_t *t, int reason, struct cancel_cb **
     if (!list)
         return;
     t->callbacks = NULL;
+    for (struct cancel_cb *cb = list; cb; cb = cb->next)
+        cb->reason = reason;
     /* Splice LIST in front of PENDING; each cb keeps its prev_link valid so
      * that cancel_callback_remove can still unlink it from here. */
     struct cancel_cb *last = list;
@@ -357,13 +333,7 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
         if (pending)
             pending->prev_link = &pending;
         cb->state = CANCEL_CB_RUNNING;
-        cancel_token_t *owner = cb->token;
-        int why = atomic_load_explicit(&owner->reason, memory_order_relaxed);
-        cancel__run_callback_locked(&op, cb, why);
-        /* The armed callback's reference on its token is ours to drop. */
-        cancel__unlock();
-        cancel_token_unref(owner);
-        cancel__lock();
+        cancel__run_callback_locked(&op, cb, cb->reason);
     }
     if (nested_elsewhere)
         wait_for_nested_ops(t);
