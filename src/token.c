@@ -200,8 +200,15 @@ void cancel_token_unref(cancel_token_t *t)
     }
 }
 
-/* Flags T with REASON and moves its armed callbacks onto PENDING. */
-static void transition_locked(cancel_token_t *t, int reason, struct cancel_cb **pending)
+/* The callbacks a cancel collected, in the order they will run. */
+struct pending {
+    struct cancel_cb *head;
+    struct cancel_cb **tail; /* the last callback's next, or &head */
+};
+
+/* Flags T with REASON and appends its armed callbacks to PENDING, so that
+ * callbacks run in walk order: a token's before its descendants'. */
+static void transition_locked(cancel_token_t *t, int reason, struct pending *pending)
 {
     atomic_store_explicit(&t->reason, reason, memory_order_release);
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_relaxed);
@@ -216,18 +223,17 @@ static void transition_locked(cancel_token_t *t, int reason, struct cancel_cb **
     if (!list)
         return;
     t->callbacks = NULL;
-    for (struct cancel_cb *cb = list; cb; cb = cb->next)
-        cb->reason = reason;
-    /* Splice LIST in front of PENDING; each cb keeps its prev_link valid so
-     * that cancel_callback_remove can still unlink it from here. */
+    /* Each callback keeps a valid prev_link, so that cancel_callback_remove
+     * can still unlink it from the pending list. */
+    list->prev_link = pending->tail;
+    *pending->tail = list;
     struct cancel_cb *last = list;
-    while (last->next)
-        last = last->next;
-    last->next = *pending;
-    if (*pending)
-        (*pending)->prev_link = &last->next;
-    list->prev_link = pending;
-    *pending = list;
+    for (;; last = last->next) {
+        last->reason = reason;
+        if (!last->next)
+            break;
+    }
+    pending->tail = &last->next;
 }
 
 /* Is an op other than this thread's rooted exactly at T? */
@@ -250,7 +256,7 @@ static bool is_strict_descendant(const cancel_token_t *t, const cancel_token_t *
 
 /* Flags every not-yet-cancelled node under ROOT; returns whether an
  * already-cancelled subtree still belongs to a cancel under way elsewhere. */
-static bool walk_locked(cancel_token_t *root, struct cancel_cb **pending)
+static bool walk_locked(cancel_token_t *root, struct pending *pending)
 {
     bool nested_elsewhere = false;
     cancel_token_t *node = root;
@@ -320,7 +326,7 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
     cancel__op_begin_locked(&op, t);
     record_origin_locked(t, file, line);
 
-    struct cancel_cb *pending = NULL;
+    struct pending pending = {NULL, &pending.head};
     transition_locked(t, reason, &pending);
     bool nested_elsewhere = walk_locked(t, &pending);
 
@@ -328,10 +334,10 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
      * thread may unlink a pending callback meanwhile (remove), so we pop
      * under the lock each time. */
     struct cancel_cb *cb;
-    while ((cb = pending) != NULL) {
-        pending = cb->next;
-        if (pending)
-            pending->prev_link = &pending;
+    while ((cb = pending.head) != NULL) {
+        pending.head = cb->next;
+        if (pending.head)
+            pending.head->prev_link = &pending.head;
         cb->state = CANCEL_CB_RUNNING;
         cancel__run_callback_locked(&op, cb, cb->reason);
     }
