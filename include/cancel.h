@@ -307,8 +307,16 @@ CANCEL_API ssize_t cancel_write_all(int fd, const void *buf, size_t n, size_t *d
 /* Scopes                                                                  */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * A scope (nursery) runs tasks on threads and never lets go of them: its
+ * join waits for every task.  Each task runs on its own thread (threads
+ * are reused from a process-wide cache) with its own task token, a child
+ * of the scope's token, as the thread's current token.  See
+ * cancel_scope_open(3).
+ */
 typedef struct cancel_scope cancel_scope_t;
 typedef struct cancel_task cancel_task_t;
+/* A task: returns 0, or an error code (a positive errno-style int). */
 typedef int (*cancel_task_fn)(void *arg);
 
 /* A failing task neither cancels its siblings nor fails the scope. */
@@ -316,19 +324,112 @@ typedef int (*cancel_task_fn)(void *arg);
 /* The first task returning 0 terminates the scope with its arg as value. */
 #define CANCEL_SCOPE_RACE      0x2
 
+/*
+ * cancel_scope_open_in - a new scope whose token is a child of PARENT
+ * (NULL: a root).  Under a cancelled PARENT the scope is born cancelled.
+ * FLAGS: 0 (fail-fast), CANCEL_SCOPE_SUPERVISE or CANCEL_SCOPE_RACE.
+ * Returns NULL with errno EINVAL (both flags, unknown bits) or ENOMEM.
+ * cancel_scope_open - the same with the calling thread's current token
+ * as PARENT.
+ */
 CANCEL_API cancel_scope_t *cancel_scope_open(int flags);
 CANCEL_API cancel_scope_t *cancel_scope_open_in(cancel_token_t *parent, int flags);
+
+/*
+ * cancel_scope_spawn - run FN(ARG) on a thread of its own, as a task of S.
+ * Callable from any thread (tasks of S included) until join starts; after
+ * that only from S's own tasks.  Returns 0, after which FN runs exactly
+ * once even if S is cancelled before it starts; ECANCELED when S is
+ * cancelled (nothing starts); EAGAIN when no thread could be created (S
+ * stays joinable); ENOMEM; EINVAL (S or FN NULL, join started).  With a
+ * limit set, waits for a free slot and gives up with ECANCELED when S's
+ * token or the caller's current token is cancelled.  When TASK is not
+ * NULL it receives a handle valid until S is joined.
+ * cancel_scope_spawn_named - the same, naming the task for
+ * cancel_scope_dump (NAME is copied, truncated to 31 bytes; NULL: none).
+ */
 CANCEL_API int cancel_scope_spawn(cancel_scope_t *s, cancel_task_fn fn, void *arg,
                                   cancel_task_t **task);
+CANCEL_API int cancel_scope_spawn_named(cancel_scope_t *s, const char *name,
+                                        cancel_task_fn fn, void *arg, cancel_task_t **task);
+
+/*
+ * cancel_scope_set_limit - at most MAX_RUNNING tasks of S run at once (0:
+ * no limit); applies to later spawns.  Returns 0 or EINVAL (S NULL).
+ */
 CANCEL_API int cancel_scope_set_limit(cancel_scope_t *s, unsigned max_running);
+
+/*
+ * cancel_scope_set_stack_size - stack size of the threads that run S's
+ * later tasks (0: the process-wide default).  Returns 0 or EINVAL (S NULL,
+ * BYTES below PTHREAD_STACK_MIN).  BYTES is rounded up to whole pages.
+ */
+CANCEL_API int cancel_scope_set_stack_size(cancel_scope_t *s, size_t bytes);
+
+/*
+ * cancel_set_default_stack_size - the process-wide stack size of task
+ * threads (initially 256 KiB; 0 restores that).  Returns 0 or EINVAL
+ * (below PTHREAD_STACK_MIN).  cancel_default_stack_size returns it.
+ */
+CANCEL_API int cancel_set_default_stack_size(size_t bytes);
+CANCEL_API size_t cancel_default_stack_size(void);
+
+/* cancel_scope_cancel - cancel S's token (and so every task) with ECANCELED. */
 CANCEL_API void cancel_scope_cancel(cancel_scope_t *s);
+
+/*
+ * cancel_scope_terminate - the first call records VALUE (given back by
+ * join) and cancels S; returns 0.  Later calls (or a call after a RACE
+ * winner) change nothing and return EALREADY.  EINVAL for NULL.
+ */
 CANCEL_API int cancel_scope_terminate(cancel_scope_t *s, void *value);
+
+/* cancel_scope_token - S's token (borrowed: valid until join). */
 CANCEL_API cancel_token_t *cancel_scope_token(cancel_scope_t *s);
+
+/*
+ * cancel_scope_join - wait for every task of S, however long (not cut
+ * short by any cancellation), then free S and its task handles.  Returns
+ * the first real failure of a task (never under SUPERVISE; under RACE only
+ * when no task succeeded); else the parent's reason when the parent was
+ * cancelled; else 0, with *VALUE (when not NULL) the terminate value (the
+ * winner's arg under RACE) or NULL.  EDEADLK (nothing done) when called
+ * from a task of S; EINVAL for NULL.
+ * cancel_scope_join_until - the same with an absolute CLOCK_MONOTONIC
+ * DEADLINE (NULL: none); on ETIMEDOUT nothing is freed and S may be
+ * inspected and joined again.
+ */
 CANCEL_API int cancel_scope_join(cancel_scope_t *s, void **value);
 CANCEL_API int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline,
                                        void **value);
+
+/*
+ * cancel_task_join - wait for TASK (not cut short by cancellation) and put
+ * its return code in *RESULT (when not NULL); may be called again.
+ * Returns 0, EDEADLK from TASK itself, EINVAL for NULL.
+ */
 CANCEL_API int cancel_task_join(cancel_task_t *task, int *result);
+
+/* cancel_task_cancel - cancel TASK's token only; its siblings go on. */
 CANCEL_API void cancel_task_cancel(cancel_task_t *task);
+
+/* cancel_task_token - TASK's token (borrowed: valid until join), or NULL. */
+CANCEL_API cancel_token_t *cancel_task_token(cancel_task_t *task);
+
+/*
+ * cancel_task_set_name - name TASK for cancel_scope_dump (copied, at most
+ * 31 bytes kept; NULL clears).  Returns 0 or EINVAL.
+ */
+CANCEL_API int cancel_task_set_name(cancel_task_t *task, const char *name);
+
+/*
+ * cancel_scope_dump - write to FD a description of S and one line per
+ * live task: name, state, how long it has run, the wrapped call it is
+ * blocked in (with its fd, and for how long) and whether its token is
+ * cancelled; and where S was cancelled from.  For a join that hangs on a
+ * task that ignores cancellation.  Returns 0, EINVAL, or the write error.
+ */
+CANCEL_API int cancel_scope_dump(cancel_scope_t *s, int fd);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,194 @@
+/*
+ * worker.c - the process-wide cache of reusable worker threads behind
+ * scopes.
+ *
+ * A worker is a detached thread that runs one job, then parks on the idle
+ * list for up to IDLE_NS waiting for the next one, then exits.  At most
+ * MAX_IDLE workers park at once; a worker that finds the list full exits
+ * at once.  Handing a job to an idle worker costs one mutex and one
+ * futex wake on that worker's own condition variable (no thundering herd,
+ * no thread creation).  The list is LIFO: the most recently parked worker
+ * (warm stack, warm caches) is reused first.
+ *
+ * Workers are keyed by stack size: a job asking for another size than an
+ * idle worker has gets a new thread.
+ *
+ * Lock order: worker.c's LOCK is a leaf; jobs run without it.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+enum {
+    MAX_IDLE = 64,
+    DEFAULT_STACK = 256 * 1024,
+};
+#define IDLE_NS (2 * 1000000000LL)
+
+struct worker {
+    pthread_cond_t cond;        /* signalled when JOB is handed over */
+    void (*job)(void *);        /* NULL while parked without work */
+    void *arg;
+    size_t stack_size;
+    struct worker *next;        /* on the idle list */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct worker *idle;     /* guarded by LOCK */
+static unsigned nidle;          /* guarded by LOCK */
+static _Atomic size_t default_stack = DEFAULT_STACK;
+
+/* Test hook: the next that many thread creations fail with EAGAIN. */
+_Atomic int cancel__worker_fail_next_create;
+
+static size_t page_round(size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    size_t p = page > 0 ? (size_t)page : 4096;
+    return (n + p - 1) / p * p;
+}
+
+int cancel__stack_size_check(size_t bytes, size_t *rounded)
+{
+    if (bytes == 0) {
+        *rounded = 0;
+        return 0;
+    }
+    if (bytes < (size_t)PTHREAD_STACK_MIN || bytes > ((size_t)1 << 40))
+        return EINVAL;
+    *rounded = page_round(bytes);
+    return 0;
+}
+
+int cancel_set_default_stack_size(size_t bytes)
+{
+    size_t rounded;
+    int rc = cancel__stack_size_check(bytes, &rounded);
+    if (rc)
+        return rc;
+    /* Relaxed: a plain setting, read once per thread creation. */
+    atomic_store_explicit(&default_stack, rounded ? rounded : (size_t)DEFAULT_STACK,
+                          memory_order_relaxed);
+    return 0;
+}
+
+size_t cancel_default_stack_size(void)
+{
+    return atomic_load_explicit(&default_stack, memory_order_relaxed);
+}
+
+unsigned cancel__worker_idle_count(void)
+{
+    pthread_mutex_lock(&lock);
+    unsigned n = nidle;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+/* Removes W from the idle list (LOCK held); W is on it. */
+static void idle_unlink_locked(struct worker *w)
+{
+    struct worker **link = &idle;
+    while (*link != w)
+        link = &(*link)->next;
+    *link = w->next;
+    nidle--;
+}
+
+static void *worker_main(void *p)
+{
+    struct worker *w = p;
+    for (;;) {
+        w->job(w->arg);
+        pthread_mutex_lock(&lock);
+        w->job = NULL;
+        if (nidle >= MAX_IDLE)
+            break;
+        w->next = idle;
+        idle = w;
+        nidle++;
+        struct timespec until = cancel__add_ns(cancel__now(), IDLE_NS);
+        /* A job may be handed over between the timeout and our relock: the
+         * giver unlinks us under LOCK, so JOB decides, not the timeout. */
+        while (w->job == NULL) {
+            int rc = pthread_cond_timedwait(&w->cond, &lock, &until);
+            if (rc == ETIMEDOUT && w->job == NULL) {
+                idle_unlink_locked(w);
+                goto out;
+            }
+        }
+        pthread_mutex_unlock(&lock);
+    }
+out:
+    pthread_mutex_unlock(&lock);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+    return NULL;
+}
+
+int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size)
+{
+    if (stack_size == 0)
+        stack_size = cancel_default_stack_size();
+
+    pthread_mutex_lock(&lock);
+    for (struct worker **link = &idle; *link; link = &(*link)->next) {
+        struct worker *w = *link;
+        if (w->stack_size != stack_size)
+            continue;
+        *link = w->next;
+        nidle--;
+        w->job = job;
+        w->arg = arg;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&lock);
+
+    int fail = atomic_load_explicit(&cancel__worker_fail_next_create, memory_order_relaxed);
+    while (fail > 0) {
+        if (atomic_compare_exchange_weak_explicit(&cancel__worker_fail_next_create, &fail,
+                                                  fail - 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return EAGAIN;
+    }
+
+    struct worker *w = malloc(sizeof *w);
+    if (!w)
+        return EAGAIN;
+    /* CLOCK_MONOTONIC for the idle timeout, like every time in the library. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc) {
+        free(w);
+        return EAGAIN;
+    }
+    w->job = job;
+    w->arg = arg;
+    w->stack_size = stack_size;
+    w->next = NULL;
+
+    pthread_attr_t attr;
+    rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_attr_setstacksize(&attr, stack_size);
+        if (rc == 0) {
+            pthread_t thread;
+            rc = pthread_create(&thread, &attr, worker_main, w);
+        }
+        pthread_attr_destroy(&attr);
+    }
+    if (rc) {
+        pthread_cond_destroy(&w->cond);
+        free(w);
+        return EAGAIN;
+    }
+    return 0;
+}

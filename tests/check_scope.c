@@ -1,0 +1,1064 @@
+/*
+ * check_scope.c - scopes and tasks (SPEC.md, section Scopes).
+ *
+ * Tasks block in block_until_cancelled (a condition variable woken by a
+ * callback on the task's current token) or on latches the test controls;
+ * nothing sleeps hoping to be long enough.  Workers record, the test
+ * thread asserts after join.
+ */
+#include "internal.h"
+#include "testutil.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ helpers */
+
+struct waiter {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool fired;
+};
+
+static void waiter_fire(void *arg, int reason)
+{
+    struct waiter *w = arg;
+    (void)reason;
+    pthread_mutex_lock(&w->m);
+    w->fired = true;
+    pthread_cond_broadcast(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+/* Blocks until the calling thread's current token is cancelled; returns
+ * what a wrapped call would (ECANCELED or ETIMEDOUT). */
+static int block_until_cancelled(void)
+{
+    struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
+    cancel_callback_t cb;
+    cancel_callback_add(&cb, cancel_current(), waiter_fire, &w);
+    pthread_mutex_lock(&w.m);
+    while (!w.fired)
+        pthread_cond_wait(&w.c, &w.m);
+    pthread_mutex_unlock(&w.m);
+    cancel_callback_remove(&cb);
+    return cancel_check();
+}
+
+static tu_latch_t started;      /* posted by tasks once running */
+static tu_latch_t release;      /* tasks waiting on it go on */
+static atomic_int runs;
+
+static void setup(void)
+{
+    tu_latch_init(&started);
+    tu_latch_init(&release);
+    atomic_store(&runs, 0);
+}
+
+static int task_block(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&runs, 1);
+    tu_latch_post(&started);
+    return block_until_cancelled();
+}
+
+static int task_return_arg(void *arg)
+{
+    atomic_fetch_add(&runs, 1);
+    return (int)(intptr_t)arg;
+}
+
+static int task_wait_release_then_return_arg(void *arg)
+{
+    tu_latch_post(&started);
+    tu_latch_wait(&release);
+    return (int)(intptr_t)arg;
+}
+
+static struct timespec in_ns(int64_t ns)
+{
+    return cancel__add_ns(cancel__now(), ns);
+}
+
+/* ------------------------------------------------------------ open */
+
+START_TEST(open_rejects_both_flags_and_unknown_bits_with_einval)
+{
+    errno = 0;
+    ck_assert_ptr_null(cancel_scope_open(CANCEL_SCOPE_SUPERVISE | CANCEL_SCOPE_RACE));
+    ck_assert_int_eq(errno, EINVAL);
+    errno = 0;
+    ck_assert_ptr_null(cancel_scope_open(0x100));
+    ck_assert_int_eq(errno, EINVAL);
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_RACE);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(empty_scope_joins_with_zero_and_null_value)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    void *v = &v;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_null(v);
+}
+END_TEST
+
+START_TEST(open_uses_the_current_token_as_parent)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *prev = cancel_enter(root);
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_leave(prev);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    cancel_token_cancel(root, EPIPE);
+    ck_assert_int_eq(cancel_token_reason(cancel_scope_token(s)), EPIPE);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EPIPE);
+    cancel_token_unref(root);
+}
+END_TEST
+
+START_TEST(open_under_cancelled_parent_gives_cancelled_scope)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_cancel(root, ETIMEDOUT);
+    cancel_scope_t *s = cancel_scope_open_in(root, 0);
+    ck_assert_ptr_nonnull(s);
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, NULL), ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ETIMEDOUT);
+    ck_assert_int_eq(atomic_load(&runs), 0);
+    cancel_token_unref(root);
+}
+END_TEST
+
+START_TEST(invalid_arguments_return_einval)
+{
+    ck_assert_int_eq(cancel_scope_spawn(NULL, task_return_arg, NULL, NULL), EINVAL);
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, NULL, NULL, NULL), EINVAL);
+    ck_assert_int_eq(cancel_scope_set_limit(NULL, 1), EINVAL);
+    ck_assert_int_eq(cancel_scope_set_stack_size(s, 1), EINVAL);
+    ck_assert_int_eq(cancel_scope_set_stack_size(s, 0), 0);
+    ck_assert_int_eq(cancel_set_default_stack_size(1), EINVAL);
+    ck_assert_int_eq(cancel_scope_terminate(NULL, NULL), EINVAL);
+    ck_assert_int_eq(cancel_scope_join(NULL, NULL), EINVAL);
+    ck_assert_int_eq(cancel_task_join(NULL, NULL), EINVAL);
+    ck_assert_int_eq(cancel_task_set_name(NULL, "x"), EINVAL);
+    ck_assert_int_eq(cancel_scope_dump(NULL, 2), EINVAL);
+    struct timespec bad = { 0, 2000000000L };
+    ck_assert_int_eq(cancel_scope_join_until(s, &bad, NULL), EINVAL);
+    cancel_task_cancel(NULL);
+    cancel_scope_cancel(NULL);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ tokens */
+
+struct token_probe {
+    cancel_token_t *current;
+    cancel_token_t *parent;
+    bool cancelled_after;
+};
+
+static int task_probe_token(void *arg)
+{
+    struct token_probe *p = arg;
+    p->current = cancel_current();
+    p->parent = p->current ? p->current->parent : NULL;
+    tu_latch_post(&started);
+    int rc = block_until_cancelled();
+    p->cancelled_after = cancel_token_is_cancelled(cancel_current());
+    return rc;
+}
+
+START_TEST(task_current_token_is_a_child_of_the_scope_token)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    struct token_probe p = { 0 };
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_probe_token, &p, &t), 0);
+    tu_latch_wait(&started);
+    cancel_token_cancel(cancel_scope_token(s), ECANCELED);
+    int result = -1;
+    ck_assert_int_eq(cancel_task_join(t, &result), 0);
+    ck_assert_int_eq(result, ECANCELED);
+    ck_assert_ptr_nonnull(p.current);
+    ck_assert_ptr_ne(p.current, cancel_scope_token(s));
+    ck_assert_ptr_eq(p.current, cancel_task_token(t));
+    ck_assert_ptr_eq(p.parent, cancel_scope_token(s));
+    ck_assert(p.cancelled_after);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_ptr_null(cancel_current());
+}
+END_TEST
+
+START_TEST(task_cancel_cancels_only_that_task)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *a, *b;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, &a), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, &b), 0);
+    tu_latch_wait(&started);
+    tu_latch_wait(&started);
+    cancel_task_cancel(a);
+    int result = -1;
+    ck_assert_int_eq(cancel_task_join(a, &result), 0);
+    ck_assert_int_eq(result, ECANCELED);
+    ck_assert(!cancel_token_is_cancelled(cancel_task_token(b)));
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    struct timespec soon = in_ns(10 * 1000000LL);
+    ck_assert_int_eq(cancel_scope_join_until(s, &soon, NULL), ETIMEDOUT);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ fail-fast */
+
+START_TEST(first_failure_cancels_siblings_and_is_returned_by_join)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)EPIPE, NULL), 0);
+    void *v = &v;
+    ck_assert_int_eq(cancel_scope_join(s, &v), EPIPE);
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(atomic_load(&runs), 4);
+}
+END_TEST
+
+START_TEST(ecanceled_after_cancel_is_not_a_failure)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        tu_latch_wait(&started);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(ecanceled_without_cancel_is_a_real_failure)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)ECANCELED, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ECANCELED);
+}
+END_TEST
+
+START_TEST(real_failure_after_outside_cancel_is_reported)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg,
+                                        (void *)(intptr_t)EIO, NULL), 0);
+    tu_latch_wait(&started);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_terminate(s, &s), 0);
+    tu_latch_post(&release);
+    void *v = &v;
+    ck_assert_int_eq(cancel_scope_join(s, &v), EIO);
+    ck_assert_ptr_null(v);
+}
+END_TEST
+
+START_TEST(real_failure_wins_over_parent_reason)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(root, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg,
+                                        (void *)(intptr_t)EIO, NULL), 0);
+    tu_latch_wait(&started);
+    cancel_token_cancel(root, EPIPE);
+    tu_latch_post(&release);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EIO);
+    cancel_token_unref(root);
+}
+END_TEST
+
+START_TEST(join_returns_parent_reason_when_parent_cancelled)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(root, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        tu_latch_wait(&started);
+    cancel_token_cancel(root, ETIMEDOUT);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ETIMEDOUT);
+    cancel_token_unref(root);
+}
+END_TEST
+
+/* Cancelling flags every task token before any callback runs, so the
+ * first task to wake already sees all its siblings cancelled. */
+static cancel_task_t *teardown_tasks[8];
+static atomic_int teardown_seen_uncancelled;
+
+static int task_check_siblings_on_wake(void *arg)
+{
+    (void)arg;
+    tu_latch_post(&started);
+    int rc = block_until_cancelled();
+    for (int i = 0; i < 8; i++)
+        if (!cancel_token_is_cancelled(cancel_task_token(teardown_tasks[i])))
+            atomic_fetch_add(&teardown_seen_uncancelled, 1);
+    return rc;
+}
+
+START_TEST(cancel_signals_every_task_before_any_wakes)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_check_siblings_on_wake, NULL,
+                                            &teardown_tasks[i]), 0);
+    for (int i = 0; i < 8; i++)
+        tu_latch_wait(&started);
+    int64_t t0 = tu_now_ns();
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_lt(tu_now_ns() - t0, TU_WAKE_GUARD_NS);
+    ck_assert_int_eq(atomic_load(&teardown_seen_uncancelled), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ spawn */
+
+START_TEST(spawn_on_cancelled_scope_returns_ecanceled_and_starts_nothing)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_cancel(s);
+    cancel_task_t *t = NULL;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, &t), ECANCELED);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 0);
+}
+END_TEST
+
+static int task_count_and_check(void *arg)
+{
+    atomic_fetch_add((atomic_int *)arg, 1);
+    return cancel_check();
+}
+
+START_TEST(spawned_task_runs_exactly_once_even_if_cancelled_before_it_starts)
+{
+    atomic_int counts[16];
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < 16; i++) {
+        atomic_init(&counts[i], 0);
+        ck_assert_int_eq(cancel_scope_spawn(s, task_count_and_check, &counts[i], NULL),
+                         i <= 8 + _i % 8 ? 0 : ECANCELED);
+        if (i == 8 + _i % 8)
+            cancel_scope_cancel(s);
+    }
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    int total = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i <= 8 + _i % 8)
+            ck_assert_int_eq(atomic_load(&counts[i]), 1);
+        total += atomic_load(&counts[i]);
+    }
+    ck_assert_int_eq(total, 9 + _i % 8);
+}
+END_TEST
+
+struct spawner_arg {
+    cancel_scope_t *s;
+    int depth;
+    atomic_int *count;
+};
+
+static struct spawner_arg nodes[16];
+static atomic_int next_node;
+
+static int task_spawn_children(void *p)
+{
+    struct spawner_arg *a = p;
+    atomic_fetch_add(a->count, 1);
+    if (a->depth == 0)
+        return 0;
+    /* The root waits until the owner has started joining. */
+    if (a->depth == 3)
+        tu_latch_wait(&release);
+    for (int i = 0; i < 2; i++) {
+        struct spawner_arg *child = &nodes[atomic_fetch_add(&next_node, 1)];
+        *child = (struct spawner_arg){ a->s, a->depth - 1, a->count };
+        int rc = cancel_scope_spawn(a->s, task_spawn_children, child, NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+START_TEST(tasks_spawn_tasks_while_the_owner_is_joining)
+{
+    atomic_int count;
+    atomic_init(&count, 0);
+    atomic_store(&next_node, 0);
+    cancel_scope_t *s = cancel_scope_open(0);
+    struct spawner_arg root = { s, 3, &count };
+    ck_assert_int_eq(cancel_scope_spawn(s, task_spawn_children, &root, NULL), 0);
+    /* A join_until that has already expired starts the join. */
+    struct timespec past = in_ns(0);
+    ck_assert_int_eq(cancel_scope_join_until(s, &past, NULL), ETIMEDOUT);
+    /* From now on only the scope's own tasks may spawn. */
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, NULL), EINVAL);
+    tu_latch_post(&release);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* 1 + 2 + 4 + 8 tasks ran, all before join returned. */
+    ck_assert_int_eq(atomic_load(&count), 15);
+    ck_assert_int_eq(atomic_load(&runs), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ limits */
+
+static atomic_int running_now, running_max;
+
+static int task_track_concurrency(void *arg)
+{
+    int n = atomic_fetch_add(&running_now, 1) + 1;
+    int m = atomic_load(&running_max);
+    while (n > m && !atomic_compare_exchange_weak(&running_max, &m, n))
+        ;
+    tu_latch_post(&started);
+    tu_latch_wait(&release);
+    atomic_fetch_sub(&running_now, 1);
+    return (int)(intptr_t)arg;
+}
+
+struct bulk_spawn {
+    cancel_scope_t *s;
+    int n;
+    int spawned;
+    int rc;
+};
+
+static void *spawn_many(void *p)
+{
+    struct bulk_spawn *b = p;
+    for (int i = 0; i < b->n; i++) {
+        b->rc = cancel_scope_spawn(b->s, task_track_concurrency, NULL, NULL);
+        if (b->rc)
+            break;
+        b->spawned++;
+    }
+    return NULL;
+}
+
+START_TEST(limit_caps_running_tasks_and_spawn_waits_for_a_slot)
+{
+    atomic_store(&running_now, 0);
+    atomic_store(&running_max, 0);
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 3), 0);
+    struct bulk_spawn b = { s, 12, 0, 0 };
+    pthread_t th;
+    tu_thread_start(&th, spawn_many, &b);
+    for (int i = 0; i < 12; i++) {
+        tu_latch_wait(&started);
+        tu_latch_post(&release);
+    }
+    tu_thread_join(th);
+    ck_assert_int_eq(b.rc, 0);
+    ck_assert_int_eq(b.spawned, 12);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_le(atomic_load(&running_max), 3);
+    ck_assert_int_ge(atomic_load(&running_max), 1);
+}
+END_TEST
+
+/* Every task waits for a cancel that only a queued (never started) task
+ * would trigger: the waiting spawn must give up once the scope is
+ * cancelled, and the scope must then join. */
+static int task_cancel_scope(void *arg)
+{
+    cancel_scope_cancel(arg);
+    return 0;
+}
+
+struct queued_spawn {
+    cancel_scope_t *s;
+    int rc;
+    tu_latch_t about_to_wait;
+};
+
+static void *spawn_the_canceller(void *p)
+{
+    struct queued_spawn *q = p;
+    tu_latch_post(&q->about_to_wait);
+    q->rc = cancel_scope_spawn(q->s, task_cancel_scope, q->s, NULL);
+    return NULL;
+}
+
+START_TEST(full_scope_spawn_returns_ecanceled_when_scope_is_cancelled)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_set_limit(s, 2);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    tu_latch_wait(&started);
+    struct queued_spawn q;
+    q.s = s;
+    q.rc = -1;
+    tu_latch_init(&q.about_to_wait);
+    pthread_t th;
+    tu_thread_start(&th, spawn_the_canceller, &q);
+    tu_latch_wait(&q.about_to_wait);
+    /* Whether the spawn already waits or not, the outcome is ECANCELED. */
+    cancel_scope_cancel(s);
+    tu_thread_join(th);
+    ck_assert_int_eq(q.rc, ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 2);
+}
+END_TEST
+
+struct caller_spawn {
+    cancel_scope_t *s;
+    cancel_token_t *mine;
+    int rc;
+};
+
+static void *spawn_under_own_token(void *p)
+{
+    struct caller_spawn *c = p;
+    cancel_token_t *prev = cancel_enter(c->mine);
+    tu_latch_post(&started);
+    c->rc = cancel_scope_spawn(c->s, task_block, NULL, NULL);
+    cancel_leave(prev);
+    return NULL;
+}
+
+START_TEST(full_scope_spawn_returns_ecanceled_when_caller_token_is_cancelled)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_set_limit(s, 1);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    struct caller_spawn c = { s, cancel_token_new(), -1 };
+    pthread_t th;
+    tu_thread_start(&th, spawn_under_own_token, &c);
+    tu_latch_wait(&started);
+    cancel_token_cancel(c.mine, ECANCELED);
+    tu_thread_join(th);
+    ck_assert_int_eq(c.rc, ECANCELED);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    cancel_token_unref(c.mine);
+}
+END_TEST
+
+START_TEST(raising_the_limit_releases_a_waiting_spawn)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_set_limit(s, 1);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    struct bulk_spawn b = { s, 1, 0, -1 };
+    pthread_t th;
+    tu_thread_start(&th, spawn_many, &b);
+    cancel_scope_set_limit(s, 0);
+    tu_latch_wait(&started);   /* the second task runs */
+    tu_latch_post(&release);
+    tu_thread_join(th);
+    ck_assert_int_eq(b.rc, 0);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ terminate */
+
+START_TEST(terminate_records_first_value_and_later_calls_return_ealready)
+{
+    int a, b;
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_terminate(s, &a), 0);
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_token_reason(cancel_scope_token(s)), ECANCELED);
+    ck_assert_int_eq(cancel_scope_terminate(s, &b), EALREADY);
+    void *v = NULL;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_eq(v, &a);
+}
+END_TEST
+
+START_TEST(terminate_after_cancel_still_records_value)
+{
+    int a;
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_terminate(s, &a), 0);
+    void *v = NULL;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_eq(v, &a);
+}
+END_TEST
+
+/* ------------------------------------------------------------ race */
+
+static int task_succeed_after_release(void *arg)
+{
+    (void)arg;
+    tu_latch_post(&started);
+    tu_latch_wait(&release);
+    return 0;
+}
+
+START_TEST(race_first_success_terminates_with_its_arg)
+{
+    int winner;
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_RACE);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)EIO, NULL), 0);
+    for (int i = 0; i < 3; i++)
+        tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_succeed_after_release, &winner, NULL), 0);
+    tu_latch_wait(&started);
+    /* The EIO failure did not cancel the siblings. */
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    tu_latch_post(&release);
+    void *v = NULL;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_eq(v, &winner);
+}
+END_TEST
+
+START_TEST(race_returns_first_failure_only_when_no_task_succeeded)
+{
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_RACE);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)EIO, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EIO);
+
+    s = cancel_scope_open(CANCEL_SCOPE_RACE);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)EIO, NULL), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)0, NULL), 0);
+    void *v = &v;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_null(v); /* the winner's arg was NULL */
+}
+END_TEST
+
+START_TEST(terminate_after_race_winner_returns_ealready)
+{
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_RACE);
+    cancel_task_t *t;
+    atomic_int count;
+    atomic_init(&count, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_count_and_check, &count, &t), 0);
+    ck_assert_int_eq(cancel_task_join(t, NULL), 0);
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_terminate(s, NULL), EALREADY);
+    void *v = NULL;
+    ck_assert_int_eq(cancel_scope_join(s, &v), 0);
+    ck_assert_ptr_eq(v, &count);
+}
+END_TEST
+
+/* ------------------------------------------------------------ supervise */
+
+START_TEST(supervise_failures_do_not_cancel_siblings_and_results_come_from_handles)
+{
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_SUPERVISE);
+    cancel_task_t *blocked, *failing, *ok;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, &blocked), 0);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)EIO, &failing), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)0, &ok), 0);
+    int r1 = -1, r2 = -1, r3 = -1;
+    ck_assert_int_eq(cancel_task_join(failing, &r1), 0);
+    ck_assert_int_eq(cancel_task_join(ok, &r2), 0);
+    ck_assert_int_eq(r1, EIO);
+    ck_assert_int_eq(r2, 0);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert(!cancel_token_is_cancelled(cancel_task_token(blocked)));
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_task_join(blocked, &r3), 0);
+    ck_assert_int_eq(r3, ECANCELED);
+    /* Joining a task again gives the same result. */
+    r1 = -1;
+    ck_assert_int_eq(cancel_task_join(failing, &r1), 0);
+    ck_assert_int_eq(r1, EIO);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ join */
+
+struct self_join {
+    cancel_scope_t *s;
+    cancel_task_t *self;
+    tu_latch_t handle_ready;
+    int scope_rc;
+    int task_rc;
+};
+
+static int task_join_itself(void *p)
+{
+    struct self_join *j = p;
+    tu_latch_wait(&j->handle_ready);
+    j->scope_rc = cancel_scope_join(j->s, NULL);
+    j->task_rc = cancel_task_join(j->self, NULL);
+    return 0;
+}
+
+START_TEST(joining_from_inside_returns_edeadlk)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    struct self_join j;
+    j.s = s;
+    j.self = NULL;
+    j.scope_rc = j.task_rc = -1;
+    tu_latch_init(&j.handle_ready);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_join_itself, &j, &j.self), 0);
+    tu_latch_post(&j.handle_ready);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(j.scope_rc, EDEADLK);
+    ck_assert_int_eq(j.task_rc, EDEADLK);
+}
+END_TEST
+
+START_TEST(join_until_times_out_then_join_again_succeeds)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn_named(s, "slow", task_wait_release_then_return_arg,
+                                              (void *)(intptr_t)0, &t), 0);
+    tu_latch_wait(&started);
+    int64_t t0 = tu_now_ns();
+    struct timespec soon = in_ns(20 * 1000000LL);
+    ck_assert_int_eq(cancel_scope_join_until(s, &soon, NULL), ETIMEDOUT);
+    ck_assert_int_ge(tu_now_ns() - t0, 20 * 1000000LL);
+    /* Nothing was freed: the scope and the handle are still usable. */
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_ptr_nonnull(cancel_task_token(t));
+    soon = in_ns(1000000LL);
+    ck_assert_int_eq(cancel_scope_join_until(s, &soon, NULL), ETIMEDOUT);
+    tu_latch_post(&release);
+    struct timespec later = in_ns(TU_WAKE_GUARD_NS);
+    ck_assert_int_eq(cancel_scope_join_until(s, &later, NULL), 0);
+}
+END_TEST
+
+static int task_ignore_cancel_until_release(void *arg)
+{
+    (void)arg;
+    tu_latch_post(&started);
+    block_until_cancelled();
+    tu_latch_wait(&release);
+    return ECANCELED;
+}
+
+START_TEST(join_is_not_cut_short_by_parent_cancellation)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(root, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_ignore_cancel_until_release, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    cancel_token_cancel(root, ECANCELED);
+    struct timespec soon = in_ns(20 * 1000000LL);
+    ck_assert_int_eq(cancel_scope_join_until(s, &soon, NULL), ETIMEDOUT);
+    /* Nor by the joiner's own current token. */
+    cancel_token_t *prev = cancel_enter(root);
+    soon = in_ns(1000000LL);
+    ck_assert_int_eq(cancel_scope_join_until(s, &soon, NULL), ETIMEDOUT);
+    cancel_leave(prev);
+    tu_latch_post(&release);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ECANCELED);
+    cancel_token_unref(root);
+}
+END_TEST
+
+/* ------------------------------------------------------------ nesting */
+
+static atomic_int nested_cancelled;
+
+static int task_nest(void *arg)
+{
+    int depth = (int)(intptr_t)arg;
+    if (depth == 0) {
+        tu_latch_post(&started);
+        int rc = block_until_cancelled();
+        if (rc == ECANCELED)
+            atomic_fetch_add(&nested_cancelled, 1);
+        return rc;
+    }
+    cancel_scope_t *inner = cancel_scope_open(0);
+    if (!inner)
+        return ENOMEM;
+    for (int i = 0; i < 2; i++)
+        cancel_scope_spawn(inner, task_nest, (void *)(intptr_t)(depth - 1), NULL);
+    int rc = cancel_scope_join(inner, NULL);
+    if (rc == ECANCELED)
+        atomic_fetch_add(&nested_cancelled, 1);
+    return rc;
+}
+
+START_TEST(nested_scopes_three_deep_are_cancelled_from_the_outermost)
+{
+    atomic_store(&nested_cancelled, 0);
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_nest, (void *)(intptr_t)3, NULL), 0);
+    /* 3 levels of scopes below the outer one: 2^3 leaves. */
+    for (int i = 0; i < 8; i++)
+        tu_latch_wait(&started);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* 8 leaves, and the inner joins (4 + 2 + 1) returned the parent's reason. */
+    ck_assert_int_eq(atomic_load(&nested_cancelled), 8 + 7);
+}
+END_TEST
+
+/* ------------------------------------------------------------ threads */
+
+#if defined(__SANITIZE_THREAD__)
+enum { MANY = 2000 };
+#else
+enum { MANY = 10000 };
+#endif
+
+START_TEST(ten_thousand_tasks_block_in_one_scope_and_join_after_cancel)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_stack_size(s, 128 * 1024), 0);
+    for (int i = 0; i < MANY; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    for (int i = 0; i < MANY; i++)
+        tu_latch_wait(&started);
+    ck_assert_int_ge(tu_count_threads(), MANY + 1);
+    int64_t t0 = tu_now_ns();
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_lt(tu_now_ns() - t0, 10 * TU_WAKE_GUARD_NS);
+    ck_assert_int_eq(atomic_load(&runs), MANY);
+}
+END_TEST
+
+static int task_record_thread(void *arg)
+{
+    *(pthread_t *)arg = pthread_self();
+    return 0;
+}
+
+START_TEST(sequential_tasks_reuse_the_same_thread)
+{
+    pthread_t seen[2];
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_record_thread, &seen[0], NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* The worker parks itself after the join may already have returned:
+     * wait (bounded) until it is idle. */
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    while (cancel__worker_idle_count() == 0 && tu_now_ns() < until)
+        sched_yield();
+    ck_assert_uint_ge(cancel__worker_idle_count(), 1);
+    s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_record_thread, &seen[1], NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert(pthread_equal(seen[0], seen[1]));
+}
+END_TEST
+
+START_TEST(idle_worker_cache_is_bounded)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    for (int i = 0; i < 100; i++)
+        tu_latch_wait(&started);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* Extra workers exit at once; wait for the threads to be gone. */
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    while (tu_count_threads() > 64 + 2 && tu_now_ns() < until)
+        sched_yield();
+    ck_assert_uint_le(cancel__worker_idle_count(), 64);
+    ck_assert_int_le(tu_count_threads(), 64 + 2);
+}
+END_TEST
+
+START_TEST(thread_creation_failure_gives_eagain_and_scope_stays_joinable)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, &t), 0);
+    tu_latch_wait(&started);
+    atomic_store(&cancel__worker_fail_next_create, 1);
+    cancel_task_t *none = NULL;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, &none), EAGAIN);
+    ck_assert_ptr_null(none);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    cancel_scope_cancel(s);
+    int r = -1;
+    ck_assert_int_eq(cancel_task_join(t, &r), 0);
+    ck_assert_int_eq(r, ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(process_wide_stack_size_applies_to_new_workers)
+{
+    ck_assert_uint_eq(cancel_default_stack_size(), 256 * 1024);
+    ck_assert_int_eq(cancel_set_default_stack_size(1024 * 1024), 0);
+    ck_assert_uint_eq(cancel_default_stack_size(), 1024 * 1024);
+    ck_assert_int_eq(cancel_set_default_stack_size(0), 0);
+    ck_assert_uint_eq(cancel_default_stack_size(), 256 * 1024);
+}
+END_TEST
+
+/* ------------------------------------------------------------ diagnostics */
+
+START_TEST(dump_lists_live_tasks_with_names_state_and_cancelled_tokens)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *a, *b;
+    ck_assert_int_eq(cancel_scope_spawn_named(s, "reader", task_block, NULL, &a), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, &b), 0);
+    ck_assert_int_eq(cancel_task_set_name(b, "writer-with-a-very-long-name-that-gets-cut"), 0);
+    tu_latch_wait(&started);
+    tu_latch_wait(&started);
+    cancel_task_cancel(a);
+    ck_assert_int_eq(cancel_task_join(a, NULL), 0);
+
+    char path[] = "/tmp/check_scope_dumpXXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(cancel_scope_dump(s, fd), 0);
+    CANCEL_TOKEN_CANCEL(cancel_scope_token(s), ECANCELED);
+    ck_assert_int_eq(cancel_task_join(b, NULL), 0);
+    ck_assert_int_eq(cancel_scope_dump(s, fd), 0);
+    char buf[4096] = { 0 };
+    ck_assert_int_gt(pread(fd, buf, sizeof buf - 1, 0), 0);
+    close(fd);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+
+    char *second = strstr(buf, "\nscope ");
+    ck_assert_ptr_nonnull(second);
+    *second = '\0';
+    /* First dump: one live task (the finished one is not listed). */
+    ck_assert_ptr_nonnull(strstr(buf, "1 live task,"));
+    ck_assert_ptr_null(strstr(buf, "\"reader\""));
+    ck_assert_ptr_nonnull(strstr(buf, "\"writer-with-a-very-long-name-th\""));
+    ck_assert_ptr_nonnull(strstr(buf, "running"));
+    ck_assert_ptr_nonnull(strstr(buf, "token live"));
+    /* Second dump: the scope says it was cancelled, and from where. */
+    ck_assert_ptr_nonnull(strstr(second + 1, "0 live tasks"));
+    ck_assert_ptr_nonnull(strstr(second + 1, "token cancelled"));
+    ck_assert_ptr_nonnull(strstr(second + 1, "check_scope.c:"));
+}
+END_TEST
+
+static int task_pretend_blocked(void *arg)
+{
+    (void)arg;
+    struct cancel_blocked *b = cancel__thread_blocked();
+    atomic_store(&b->fd, 7);
+    atomic_store(&b->since_ns, tu_now_ns());
+    atomic_store(&b->call, "read");
+    tu_latch_post(&started);
+    int rc = block_until_cancelled();
+    atomic_store(&b->call, NULL);
+    return rc;
+}
+
+START_TEST(dump_shows_the_wrapped_call_a_task_is_blocked_in)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn_named(s, "net", task_pretend_blocked, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(cancel_scope_dump(s, p[1]), 0);
+    close(p[1]);
+    char buf[1024] = { 0 };
+    ck_assert_int_gt(read(p[0], buf, sizeof buf - 1), 0);
+    close(p[0]);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "\"net\""));
+    ck_assert_ptr_nonnull(strstr(buf, "blocked in read(fd 7) for "));
+}
+END_TEST
+
+/* ------------------------------------------------------------ suite */
+
+int main(void)
+{
+    Suite *suite = suite_create("scope");
+    struct {
+        const char *name;
+        const TTest *tests[16];
+    } groups[] = {
+        { "open", { open_rejects_both_flags_and_unknown_bits_with_einval,
+                    empty_scope_joins_with_zero_and_null_value,
+                    open_uses_the_current_token_as_parent,
+                    open_under_cancelled_parent_gives_cancelled_scope,
+                    invalid_arguments_return_einval } },
+        { "tokens", { task_current_token_is_a_child_of_the_scope_token,
+                      task_cancel_cancels_only_that_task,
+                      cancel_signals_every_task_before_any_wakes } },
+        { "failfast", { first_failure_cancels_siblings_and_is_returned_by_join,
+                        ecanceled_after_cancel_is_not_a_failure,
+                        ecanceled_without_cancel_is_a_real_failure,
+                        real_failure_after_outside_cancel_is_reported,
+                        real_failure_wins_over_parent_reason,
+                        join_returns_parent_reason_when_parent_cancelled } },
+        { "spawn", { spawn_on_cancelled_scope_returns_ecanceled_and_starts_nothing,
+                     tasks_spawn_tasks_while_the_owner_is_joining } },
+        { "limit", { limit_caps_running_tasks_and_spawn_waits_for_a_slot,
+                     full_scope_spawn_returns_ecanceled_when_scope_is_cancelled,
+                     full_scope_spawn_returns_ecanceled_when_caller_token_is_cancelled,
+                     raising_the_limit_releases_a_waiting_spawn } },
+        { "terminate", { terminate_records_first_value_and_later_calls_return_ealready,
+                         terminate_after_cancel_still_records_value,
+                         race_first_success_terminates_with_its_arg,
+                         race_returns_first_failure_only_when_no_task_succeeded,
+                         terminate_after_race_winner_returns_ealready,
+                         supervise_failures_do_not_cancel_siblings_and_results_come_from_handles } },
+        { "join", { joining_from_inside_returns_edeadlk,
+                    join_until_times_out_then_join_again_succeeds,
+                    join_is_not_cut_short_by_parent_cancellation,
+                    nested_scopes_three_deep_are_cancelled_from_the_outermost } },
+        { "threads", { ten_thousand_tasks_block_in_one_scope_and_join_after_cancel,
+                       sequential_tasks_reuse_the_same_thread,
+                       idle_worker_cache_is_bounded,
+                       thread_creation_failure_gives_eagain_and_scope_stays_joinable,
+                       process_wide_stack_size_applies_to_new_workers } },
+        { "diagnostics", { dump_lists_live_tasks_with_names_state_and_cancelled_tokens,
+                           dump_shows_the_wrapped_call_a_task_is_blocked_in } },
+    };
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        TCase *tc = tcase_create(groups[g].name);
+        tcase_add_checked_fixture(tc, setup, NULL);
+        tcase_set_timeout(tc, TU_TIMEOUT);
+        for (int i = 0; i < 16 && groups[g].tests[i]; i++)
+            tcase_add_test(tc, groups[g].tests[i]);
+        if (g == 3)
+            tcase_add_loop_test(tc, spawned_task_runs_exactly_once_even_if_cancelled_before_it_starts,
+                                0, 16);
+        suite_add_tcase(suite, tc);
+    }
+    return tu_run_suite(suite);
+}
