@@ -1,0 +1,218 @@
+/*
+ * sync.c - cancel-aware waits that are not on a descriptor: condition
+ * variables, semaphores, sleeps, child processes.
+ *
+ * cancel_cond_wait.  The only thing that wakes a thread in
+ * pthread_cond_wait is the condition variable.  A callback that broadcasts
+ * without holding the mutex can fire after the waiter checked the token
+ * and before it is inside pthread_cond_wait (the waiter holds the mutex
+ * all along that window), and the broadcast is lost.  So the callback
+ * takes the mutex, then broadcasts: holding the mutex, it knows the waiter
+ * is either inside pthread_cond_wait (and is woken) or has not checked the
+ * token yet (and will see it).  This is exact, at one price: a thread that
+ * cancels the token while holding that very mutex would wait for itself.
+ * An error-checking mutex makes that case safe (the lock fails with EDEADLK,
+ * and a canceller that holds the mutex rules the window out, so the
+ * broadcast alone is exact), and a recursive one simply recurses; with a
+ * normal mutex it deadlocks, and the man page states the rule.  The waiter
+ * removes its callback with the mutex released (unlock, remove, lock), so
+ * a callback waiting for the mutex never waits for the waiter.  A waiter
+ * that was woken and still reports cancellation passes a signal on, so a
+ * pthread_cond_signal meant for some waiter is never swallowed.
+ *
+ * cancel_sem_wait.  A semaphore can only be woken by sem_post, which
+ * grants a unit that another waiter could take: no exact wake exists in
+ * the POSIX API.  The wait is therefore sem_clockwait in slices of
+ * SEM_SLICE_NS with the token read between slices: cancellation is
+ * noticed within one slice (and at once when the token is already
+ * cancelled).  No unit is ever taken on a cancelled return.
+ *
+ * cancel_waitpid.  For one child (pid > 0) without WUNTRACED/WCONTINUED,
+ * the wait is on a pidfd (pidfd_open), which polls readable when the child
+ * exits, and the child is then reaped with WNOHANG.  Other forms (any
+ * child, a process group, stop and continue events) or a kernel without
+ * pidfd_open poll with WNOHANG every WAITPID_SLICE_NS, waiting on the wake
+ * fd in between, so cancellation is still prompt.
+ */
+#include "internal.h"
+
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#define SEM_SLICE_NS (5 * 1000000LL)
+#define WAITPID_SLICE_NS (10 * 1000000LL)
+
+/* ---------------------------------------------------------------- cond */
+
+struct cond_waiter {
+    pthread_cond_t *cond;
+    pthread_mutex_t *mutex;
+    pthread_t thread;
+};
+
+static void cond_wake(void *arg, int reason)
+{
+    (void)reason;
+    struct cond_waiter *w = arg;
+    /* Run inline by the waiter's own add (it holds the mutex): nothing to wake. */
+    if (pthread_equal(pthread_self(), w->thread))
+        return;
+    int rc = pthread_mutex_lock(w->mutex);
+    pthread_cond_broadcast(w->cond);
+    if (rc == 0)
+        pthread_mutex_unlock(w->mutex);
+}
+
+int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
+{
+    cancel_token_t *t = cancel_current();
+    if (!t)
+        return pthread_cond_wait(cond, mutex);
+    int reason = cancel_token_reason(t);
+    if (reason)
+        return cancel__reason_errno(reason);
+
+    struct cond_waiter w = { .cond = cond, .mutex = mutex, .thread = pthread_self() };
+    cancel_callback_t cb;
+    if (cancel_callback_add(&cb, t, cond_wake, &w) == 1)
+        return cancel__reason_errno(cancel_token_reason(t));
+    cancel__blocked_begin("cond_wait", -1);
+    int rc = pthread_cond_wait(cond, mutex);
+    cancel__blocked_end();
+    if (rc != 0) {
+        /* Bad arguments: the mutex state is whatever pthread left it in. */
+        cancel_callback_remove(&cb);
+        return rc;
+    }
+    /* The callback may be waiting for the mutex we hold again: remove it
+     * with the mutex released, so that it can finish. */
+    pthread_mutex_unlock(mutex);
+    cancel_callback_remove(&cb);
+    pthread_mutex_lock(mutex);
+    reason = cancel_token_reason(t);
+    if (reason) {
+        /* We may have taken a pthread_cond_signal meant for a waiter that
+         * is not cancelled: pass it on (a spurious wakeup is allowed). */
+        pthread_cond_signal(cond);
+        return cancel__reason_errno(reason);
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- sem */
+
+int cancel_sem_wait(sem_t *sem)
+{
+    cancel_token_t *t = cancel_current();
+    int r;
+    if (!t) {
+        do
+            r = sem_wait(sem);
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    bool blocked = false;
+    for (;;) {
+        int reason = cancel_token_reason(t);
+        if (reason) {
+            r = -1;
+            errno = cancel__reason_errno(reason);
+            break;
+        }
+        if (!blocked) {
+            r = sem_trywait(sem);
+            if (r == 0 || errno != EAGAIN)
+                break;
+            cancel__blocked_begin("sem_wait", -1);
+            blocked = true;
+        }
+        struct timespec at = cancel__add_ns(cancel__now(), SEM_SLICE_NS);
+        r = sem_clockwait(sem, CLOCK_MONOTONIC, &at);
+        if (r == 0 || (errno != ETIMEDOUT && errno != EINTR))
+            break;
+    }
+    if (blocked) {
+        int saved = errno;
+        cancel__blocked_end();
+        errno = saved;
+    }
+    return r;
+}
+
+/* --------------------------------------------------------------- sleep */
+
+int cancel_sleep_until(const struct timespec *at)
+{
+    if (!cancel__timespec_valid(at)) {
+        errno = EINVAL;
+        return -1;
+    }
+    cancel_token_t *t = cancel_current();
+    int rc = cancel__wait_ready(t, NULL, 0, at, "sleep");
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int cancel_sleep(int64_t ns)
+{
+    struct timespec at = cancel__add_ns(cancel__now(), ns > 0 ? ns : 0);
+    return cancel_sleep_until(&at);
+}
+
+/* ------------------------------------------------------------- waitpid */
+
+static int pidfd_open_(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+pid_t cancel_waitpid(pid_t pid, int *status, int options)
+{
+    cancel_token_t *t = cancel_current();
+    pid_t r;
+    if (!t) {
+        do
+            r = waitpid(pid, status, options);
+        while (r < 0 && errno == EINTR);
+        return r;
+    }
+    for (;;) {
+        int reason = cancel_token_reason(t);
+        if (reason) {
+            errno = cancel__reason_errno(reason);
+            return -1;
+        }
+        r = waitpid(pid, status, options | WNOHANG);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r != 0 || (options & WNOHANG))
+            return r;
+        int rc;
+        int pfd = -1;
+        if (pid > 0 && !(options & (WUNTRACED | WCONTINUED)))
+            pfd = pidfd_open_(pid);
+        if (pfd >= 0) {
+            /* Readable once the child exits; the reap itself is the WNOHANG above. */
+            struct pollfd p = { .fd = pfd, .events = POLLIN, .revents = 0 };
+            rc = cancel__wait_ready(t, &p, 1, NULL, "waitpid");
+            close(pfd);
+        } else {
+            struct timespec at = cancel__add_ns(cancel__now(), WAITPID_SLICE_NS);
+            rc = cancel__wait_ready(t, NULL, 0, &at, "waitpid");
+        }
+        if (rc < 0) {
+            errno = -rc;
+            return -1;
+        }
+    }
+}
