@@ -1,10 +1,263 @@
 /*
  * signal.c - cancel tokens on signal delivery.
+ *
+ * cancel_token_cancel_on_signal installs a handler for the signal (saving
+ * the previous disposition) and records a registration (token, signal) on
+ * a list.  The handler only hands off: it writes the signal number to a
+ * pipe (async-signal-safe: write, and lock-free atomics).  A library
+ * thread, started on the first registration, reads the pipe and cancels
+ * every token registered for that signal, with ECANCELED.
+ *
+ * Per signal, STATE goes IDLE (our handler not installed) -> ARMED
+ * (installed) -> HANDLED (the thread took a delivery).  A delivery that
+ * finds HANDLED is the second one: the handler restores the previous
+ * disposition and raises the signal again, so it takes effect as soon as
+ * the handler returns (a second Ctrl-C still stops a program whose tasks
+ * ignore cancellation).
+ *
+ * A registration holds no reference on its token: a token stays
+ * registered until it is freed, when cancel__signal_forget removes its
+ * registrations under SIG_LOCK.  The thread takes a reference
+ * (cancel__token_try_ref) under SIG_LOCK before dropping it to cancel, so
+ * it never touches a freed token.  When the last registration of a signal
+ * goes, the previous disposition is restored.
+ *
+ * Locks: SIG_LOCK is never held together with cancel__lock (tokens are
+ * cancelled with it dropped, since a cancel may free a token and so call
+ * cancel__signal_forget).
  */
 #include "internal.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+enum { SIG_IDLE, SIG_ARMED, SIG_HANDLED };
+
+struct reg {
+    struct reg *next;
+    cancel_token_t *token;      /* not referenced: see cancel__signal_forget */
+    int signo;
+    unsigned long round;        /* the last delivery that looked at it */
+};
+
+static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Guarded by SIG_LOCK. */
+static struct reg *regs;
+static bool started;
+static int wake_rd = -1;
+static unsigned long rounds;
+
+/* Read by the handler.  OLD_ACTION[s] is written (under SIG_LOCK) only
+ * while STATE[s] is IDLE, and the handler reads it only in HANDLED. */
+static _Atomic int wake_wr = -1;
+static _Atomic int state[NSIG];
+static struct sigaction old_action[NSIG];
+
+static void handler(int signo)
+{
+    int saved = errno;
+    int handled = SIG_HANDLED;
+    /* seq_cst: the one place a signal handler and threads race on STATE;
+     * only one of the handler and cancel__signal_forget restores. */
+    if (atomic_compare_exchange_strong(&state[signo], &handled, SIG_IDLE)) {
+        sigaction(signo, &old_action[signo], NULL);
+        /* Pending until this handler returns: then the old disposition
+         * takes it. */
+        raise(signo);
+    } else {
+        unsigned char b = (unsigned char)signo;
+        ssize_t w = write(atomic_load_explicit(&wake_wr, memory_order_relaxed), &b, 1);
+        (void)w; /* a full pipe already holds a wake-up */
+    }
+    errno = saved;
+}
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&sig_lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&sig_lock);
+}
+
+/* The child has no signal thread, and must not write into the parent's
+ * pipe: the next registration makes both anew. */
+static void atfork_child(void)
+{
+    if (started) {
+        close(wake_rd);
+        close(atomic_exchange(&wake_wr, -1));
+        wake_rd = -1;
+        started = false;
+    }
+    pthread_mutex_unlock(&sig_lock);
+}
+
+static void sig_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Cancels every token registered for SIGNO, one at a time, with SIG_LOCK
+ * dropped around each cancel. */
+static void deliver(int signo)
+{
+    pthread_mutex_lock(&sig_lock);
+    int armed = SIG_ARMED;
+    /* Marked before cancelling: once a token reads cancelled, the next
+     * delivery is the second one. */
+    atomic_compare_exchange_strong(&state[signo], &armed, SIG_HANDLED);
+    unsigned long round = ++rounds;
+    for (;;) {
+        cancel_token_t *t = NULL;
+        for (struct reg *g = regs; g && !t; g = g->next) {
+            if (g->signo != signo || g->round == round)
+                continue;
+            g->round = round;
+            if (!cancel_token_is_cancelled(g->token) && cancel__token_try_ref(g->token))
+                t = g->token;
+        }
+        if (!t)
+            break;
+        pthread_mutex_unlock(&sig_lock);
+        cancel_token_cancel(t, ECANCELED);
+        cancel_token_unref(t);
+        pthread_mutex_lock(&sig_lock);
+    }
+    pthread_mutex_unlock(&sig_lock);
+}
+
+static void *sig_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    for (;;) {
+        unsigned char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return NULL;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] > 0 && buf[i] < NSIG)
+                deliver(buf[i]);
+    }
+}
+
+/* Makes the pipe and starts the thread unless they exist; under SIG_LOCK. */
+static int ensure_started_locked(void)
+{
+    if (started)
+        return 0;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return errno;
+    /* The handler must never block on a full pipe. */
+    fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, sig_main, (void *)(intptr_t)fds[0]);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return rc;
+    }
+    wake_rd = fds[0];
+    atomic_store(&wake_wr, fds[1]);
+    started = true;
+    return 0;
+}
+
+int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
+{
+    if (!t || signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP)
+        return EINVAL;
+    struct reg *g = malloc(sizeof *g);
+    if (!g)
+        return ENOMEM;
+    cancel__lock();
+    struct token_ext *ext = cancel__token_ext_locked(t);
+    if (ext)
+        ext->on_signal = true;
+    cancel__unlock();
+    if (!ext) {
+        free(g);
+        return ENOMEM;
+    }
+    pthread_once(&sig_once, sig_init);
+
+    pthread_mutex_lock(&sig_lock);
+    int rc = ensure_started_locked();
+    for (struct reg *r = regs; r && rc == 0; r = r->next)
+        if (r->token == t && r->signo == signo) {
+            pthread_mutex_unlock(&sig_lock);
+            free(g);
+            return 0; /* already registered */
+        }
+    if (rc == 0 && atomic_load(&state[signo]) == SIG_IDLE) {
+        struct sigaction sa, prev;
+        sa.sa_handler = handler;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(signo, &sa, &prev) != 0) {
+            rc = errno; /* e.g. a number the C library reserves */
+        } else {
+            old_action[signo] = prev;
+            atomic_store(&state[signo], SIG_ARMED);
+        }
+    }
+    if (rc != 0) {
+        pthread_mutex_unlock(&sig_lock);
+        free(g);
+        return rc;
+    }
+    g->token = t;
+    g->signo = signo;
+    g->round = 0;
+    g->next = regs;
+    regs = g;
+    /* The signal already came: like a child of a cancelled parent, T is
+     * cancelled at once (the next delivery is the escape hatch). */
+    bool already = atomic_load(&state[signo]) == SIG_HANDLED;
+    pthread_mutex_unlock(&sig_lock);
+    if (already)
+        cancel_token_cancel(t, ECANCELED);
+    return 0;
+}
+
 void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext)
 {
-    (void)t;
-    (void)ext;
+    if (!ext->on_signal)
+        return;
+    pthread_mutex_lock(&sig_lock);
+    struct reg **link = &regs;
+    while (*link) {
+        struct reg *g = *link;
+        if (g->token != t) {
+            link = &g->next;
+            continue;
+        }
+        *link = g->next;
+        int signo = g->signo;
+        free(g);
+        bool last = true;
+        for (struct reg *r = regs; r && last; r = r->next)
+            last = r->signo != signo;
+        /* No token wants this signal any more: give it back. */
+        if (last && atomic_exchange(&state[signo], SIG_IDLE) != SIG_IDLE)
+            sigaction(signo, &old_action[signo], NULL);
+    }
+    pthread_mutex_unlock(&sig_lock);
 }

@@ -1,10 +1,364 @@
 /*
  * timer.c - deadlines: one library timer thread, a heap of deadlines.
+ *
+ * A deadline token is a child (cancel_token_child) whose EXT carries the
+ * absolute CLOCK_MONOTONIC deadline.  While it is pending it sits in a
+ * binary min-heap ordered by deadline; EXT->heap_index is its slot there
+ * (SIZE_MAX when it is not in the heap), so releasing a token removes its
+ * deadline in O(log n).
+ *
+ * One timer thread per process, started on first use, sleeps on a
+ * CLOCK_MONOTONIC condition variable until the earliest deadline: it never
+ * polls, and a million pending deadlines cost it nothing until one is due.
+ * It is woken only when a new deadline is earlier than the one it sleeps
+ * until (WAKE_AT), so creating and releasing deadline tokens that never
+ * fire makes no syscall.
+ *
+ * Lock order: cancel__lock may be held when the timer lock is taken, never
+ * the reverse.  The timer thread therefore pops a due token under the
+ * timer lock, takes a reference (cancel__token_try_ref: a token whose count
+ * already reached zero is dying, and its cancel__timer_forget, waiting for
+ * the timer lock, will find it gone), drops the timer lock and only then
+ * cancels it.  A token stays valid while it is in the heap because its
+ * destruction must take the timer lock to remove it.
  */
 #include "internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+
+struct heap_entry {
+    cancel_token_t *token;
+    struct token_ext *ext;      /* the token's EXT: holds the deadline */
+};
+
+static pthread_once_t timer_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t timer_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t timer_cond;       /* CLOCK_MONOTONIC; see timer_init */
+static int timer_init_error;
+
+/* Guarded by timer_lock. */
+static bool started;                    /* the thread runs (reset in a forked child) */
+static struct heap_entry *heap;
+static size_t heap_len, heap_cap;
+/* When the timer thread will wake on its own: NEVER while it waits with no
+ * deadline, ZERO while it is awake (it re-reads the heap before sleeping,
+ * so nobody needs to wake it). */
+static struct timespec wake_at;
+
+static const struct timespec NEVER = { INT64_MAX, 999999999L };
+static const struct timespec ZERO = { 0, 0 };
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&timer_lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&timer_lock);
+}
+
+/* The child has no timer thread: the next deadline starts one, and it fires
+ * what the heap inherited.  The condvar may have had a waiter in the
+ * parent, so it is made anew. */
+static void atfork_child(void)
+{
+    started = false;
+    wake_at = NEVER;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&timer_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_unlock(&timer_lock);
+}
+
+static void timer_init(void)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc == 0) {
+        rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        if (rc == 0)
+            rc = pthread_cond_init(&timer_cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (rc == 0)
+        rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    timer_init_error = rc;
+    wake_at = NEVER;
+}
+
+static bool earlier(const struct heap_entry *a, const struct heap_entry *b)
+{
+    return cancel__timespec_cmp(&a->ext->deadline, &b->ext->deadline) < 0;
+}
+
+static void heap_set(size_t i, struct heap_entry e)
+{
+    heap[i] = e;
+    e.ext->heap_index = i;
+}
+
+static void sift_up(size_t i)
+{
+    struct heap_entry e = heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!earlier(&e, &heap[parent]))
+            break;
+        heap_set(i, heap[parent]);
+        i = parent;
+    }
+    heap_set(i, e);
+}
+
+static void sift_down(size_t i)
+{
+    struct heap_entry e = heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= heap_len)
+            break;
+        if (child + 1 < heap_len && earlier(&heap[child + 1], &heap[child]))
+            child++;
+        if (!earlier(&heap[child], &e))
+            break;
+        heap_set(i, heap[child]);
+        i = child;
+    }
+    heap_set(i, e);
+}
+
+/* Removes slot I: the last entry fills the hole and moves up or down. */
+static void heap_remove(size_t i)
+{
+    CANCEL_ASSERT(i < heap_len);
+    heap[i].ext->heap_index = SIZE_MAX;
+    heap_len--;
+    if (i == heap_len)
+        return;
+    heap[i] = heap[heap_len];
+    heap[i].ext->heap_index = i;
+    if (i > 0 && earlier(&heap[i], &heap[(i - 1) / 2]))
+        sift_up(i);
+    else
+        sift_down(i);
+}
+
+static void *timer_main(void *arg)
+{
+    (void)arg;
+#if defined(__linux__) && defined(PR_SET_TIMERSLACK)
+    /* The default 50 us slack would be added to every deadline's lateness. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+#endif
+    pthread_mutex_lock(&timer_lock);
+    for (;;) {
+        if (heap_len == 0) {
+            wake_at = NEVER;
+            pthread_cond_wait(&timer_cond, &timer_lock);
+            wake_at = ZERO;
+            continue;
+        }
+        struct heap_entry top = heap[0];
+        struct timespec now = cancel__now();
+        /* Never early: fire only once the monotonic clock reached it. */
+        if (cancel__timespec_cmp(&now, &top.ext->deadline) < 0) {
+            wake_at = top.ext->deadline;
+            pthread_cond_timedwait(&timer_cond, &timer_lock, &wake_at);
+            wake_at = ZERO;
+            continue;
+        }
+        heap_remove(0);
+        if (!cancel__token_try_ref(top.token))
+            continue; /* dying: its forget waits for our lock, finds it gone */
+        pthread_mutex_unlock(&timer_lock);
+        cancel_token_cancel(top.token, ETIMEDOUT);
+        cancel_token_unref(top.token);
+        pthread_mutex_lock(&timer_lock);
+    }
+    return NULL;
+}
+
+/* Starts the timer thread unless it runs; called with timer_lock held. */
+static int ensure_started_locked(void)
+{
+    if (started)
+        return 0;
+    if (timer_init_error)
+        return timer_init_error;
+    /* The thread must not take the application's signals, and must not
+     * keep the process from exiting (detached, never joined). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, timer_main, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) {
+        started = true;
+        wake_at = ZERO; /* it reads the heap before its first sleep */
+    }
+    return rc;
+}
+
+/* Puts T (whose EXT holds the deadline) in the heap; 0 or an errno. */
+static int timer_add(cancel_token_t *t, struct token_ext *ext)
+{
+    pthread_once(&timer_once, timer_init);
+    pthread_mutex_lock(&timer_lock);
+    int rc = ensure_started_locked();
+    if (rc == 0 && heap_len == heap_cap) {
+        size_t cap = heap_cap ? heap_cap * 2 : 64;
+        struct heap_entry *grown = realloc(heap, cap * sizeof *grown);
+        if (grown) {
+            heap = grown;
+            heap_cap = cap;
+        } else {
+            rc = ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        heap_len++;
+        heap_set(heap_len - 1, (struct heap_entry){ t, ext });
+        sift_up(heap_len - 1);
+        /* Wake the thread only when it would sleep past this deadline. */
+        if (cancel__timespec_cmp(&ext->deadline, &wake_at) < 0)
+            pthread_cond_signal(&timer_cond);
+    }
+    pthread_mutex_unlock(&timer_lock);
+    return rc;
+}
 
 void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext)
 {
     (void)t;
-    (void)ext;
+    if (!ext->has_deadline)
+        return;
+    pthread_mutex_lock(&timer_lock);
+    if (ext->heap_index != SIZE_MAX) {
+        CANCEL_ASSERT(heap[ext->heap_index].token == t);
+        heap_remove(ext->heap_index);
+    }
+    pthread_mutex_unlock(&timer_lock);
+}
+
+size_t cancel__timer_pending(void)
+{
+    pthread_mutex_lock(&timer_lock);
+    size_t n = heap_len;
+    pthread_mutex_unlock(&timer_lock);
+    return n;
+}
+
+cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent, const struct timespec *at)
+{
+    if (!cancel__timespec_valid(at)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    cancel_token_t *t = cancel_token_child(parent);
+    if (!t)
+        return NULL;
+    cancel__lock();
+    struct token_ext *ext = cancel__token_ext_locked(t);
+    if (ext) {
+        ext->has_deadline = true;
+        ext->deadline = *at;
+    }
+    cancel__unlock();
+    if (!ext) {
+        cancel_token_unref(t);
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Born cancelled by its parent: the first reason wins, nothing to arm. */
+    if (cancel_token_is_cancelled(t))
+        return t;
+    struct timespec now = cancel__now();
+    if (cancel__timespec_cmp(&now, at) >= 0) {
+        cancel_token_cancel(t, ETIMEDOUT);
+        return t;
+    }
+    int rc = timer_add(t, ext);
+    if (rc != 0) {
+        cancel_token_unref(t);
+        errno = rc;
+        return NULL;
+    }
+    return t;
+}
+
+cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns)
+{
+    struct timespec at = cancel__now();
+    if (ns > 0)
+        at = cancel__add_ns(at, ns); /* saturates: a huge timeout is "never" */
+    return cancel_token_with_deadline(parent, &at);
+}
+
+/*
+ * The effective deadline: the earliest over T, its ancestors and, for a
+ * linked token met on the way, its sources' effective deadlines.  Parent
+ * chains are walked in a loop; sources are kept on an explicit stack, so
+ * no depth recurses on the C stack.  The fields read here are written
+ * before the token is handed out and never change: no lock is needed.
+ */
+bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
+{
+    if (!t)
+        return false;
+    enum { INLINE = 32 };
+    const cancel_token_t *inline_stack[INLINE];
+    const cancel_token_t **stack = inline_stack;
+    size_t depth = 0, cap = INLINE;
+    bool found = false;
+    struct timespec best = NEVER;
+
+    stack[depth++] = t;
+    while (depth > 0) {
+        for (const cancel_token_t *n = stack[--depth]; n; n = n->parent) {
+            /* Acquire: pairs with the release that published EXT. */
+            struct token_ext *ext = atomic_load_explicit(
+                &n->ext, memory_order_acquire);
+            if (!ext)
+                continue;
+            if (ext->has_deadline && (!found || cancel__timespec_cmp(&ext->deadline, &best) < 0)) {
+                best = ext->deadline;
+                found = true;
+            }
+            for (size_t i = 0; i < ext->nsources; i++) {
+                if (!ext->sources[i])
+                    continue;
+                if (depth == cap) {
+                    size_t ncap = cap * 2;
+                    const cancel_token_t **grown = malloc(ncap * sizeof *grown);
+                    if (!grown)
+                        continue; /* out of memory: that source is not consulted */
+                    for (size_t k = 0; k < depth; k++)
+                        grown[k] = stack[k];
+                    if (stack != inline_stack)
+                        free(stack);
+                    stack = grown;
+                    cap = ncap;
+                }
+                stack[depth++] = ext->sources[i];
+            }
+        }
+    }
+    if (stack != inline_stack)
+        free(stack);
+    if (found && at)
+        *at = best;
+    return found;
 }
