@@ -12,6 +12,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_THREAD__)
+/* The fork tests start library threads in a child forked from a threaded
+ * process, which ThreadSanitizer refuses by default. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "die_after_fork=0";
+}
+#endif
+
 static volatile sig_atomic_t recorded;
 
 static void recorder(int signo)
