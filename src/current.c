@@ -78,8 +78,11 @@ static bool shield_push(cancel_token_t *t)
 void cancel_shield_begin(void)
 {
     /* Out of memory at more than 16 nested shields: the shield still hides
-     * (cleanup must not be cancelled), and its end restores no token. */
-    if (!shield_push(current))
+     * (cleanup must not be cancelled), and its end restores no token.  Once
+     * a level is lost, deeper ones are counted as lost too (not pushed), so
+     * that the lost levels are always the innermost ones and each end pops
+     * what its own begin saved. */
+    if (shields.lost > 0 || !shield_push(current))
         shields.lost++;
     current = NULL;
 }

@@ -237,12 +237,19 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     pending->tail = &last->next;
 }
 
-/* Is an op other than this thread's rooted exactly at T? */
-static bool foreign_op_rooted_at(const cancel_token_t *t)
+/*
+ * Is a cancel of another thread under way?  Checked when the walk meets an
+ * already-cancelled child: that cancel may be rooted at the child or
+ * anywhere below it, and also when the child's own cancel runs on this
+ * very thread (we are inside one of its callbacks) while another thread
+ * still runs callbacks further down.  wait_for_nested_ops then looks at
+ * exactly the ones under our root.
+ */
+static bool foreign_op_under_way(void)
 {
     pthread_t self = pthread_self();
     for (struct cancel_op *op = ops; op; op = op->next)
-        if (op->root == t && !pthread_equal(op->thread, self))
+        if (op->root && !pthread_equal(op->thread, self))
             return true;
     return false;
 }
@@ -265,7 +272,7 @@ static bool walk_locked(cancel_token_t *root, struct pending *pending)
     for (;;) {
         if (child) {
             if (atomic_load_explicit(&child->reason, memory_order_relaxed) != 0) {
-                if (!nested_elsewhere && foreign_op_rooted_at(child))
+                if (!nested_elsewhere && foreign_op_under_way())
                     nested_elsewhere = true;
                 child = child->next_sibling;
                 continue;
@@ -323,6 +330,10 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
         cancel__unlock();
         return false;
     }
+    /* The op holds a reference on its root while it is listed: a callback
+     * may release the caller's last one, and other threads' cancels follow
+     * op.root's parent links (is_strict_descendant) until we unlist it. */
+    cancel_token_ref(t);
     struct cancel_op op;
     cancel__op_begin_locked(&op, t);
     record_origin_locked(t, file, line);
@@ -346,6 +357,7 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
         wait_for_nested_ops(t);
     cancel__op_end_locked(&op);
     cancel__unlock();
+    cancel_token_unref(t);
     return true;
 }
 
