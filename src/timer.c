@@ -12,7 +12,7 @@
  * polls, and a million pending deadlines cost it nothing until one is due.
  * It is woken only when a new deadline is earlier than the one it sleeps
  * until (WAKE_AT), so creating and releasing deadline tokens that never
- * fire makes no syscall.
+ * fire makes no syscall (see APPOINTMENT in timer_main).
  *
  * Lock order: cancel__lock may be held when the timer lock is taken, never
  * the reverse.  The timer thread therefore pops a due token under the
@@ -157,19 +157,29 @@ static void *timer_main(void *arg)
     /* The default 50 us slack would be added to every deadline's lateness. */
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 #endif
+    /* The last time we slept until.  When the heap empties before then we
+     * keep that appointment instead of sleeping for ever: tokens created
+     * and released before they fire (the common case) then never need to
+     * wake us, as their deadlines are later than it. */
+    struct timespec appointment = NEVER;
     pthread_mutex_lock(&timer_lock);
     for (;;) {
+        struct timespec now = cancel__now();
         if (heap_len == 0) {
-            wake_at = NEVER;
-            pthread_cond_wait(&timer_cond, &timer_lock);
+            if (cancel__timespec_cmp(&now, &appointment) < 0) {
+                wake_at = appointment;
+                pthread_cond_timedwait(&timer_cond, &timer_lock, &wake_at);
+            } else {
+                wake_at = appointment = NEVER;
+                pthread_cond_wait(&timer_cond, &timer_lock);
+            }
             wake_at = ZERO;
             continue;
         }
         struct heap_entry top = heap[0];
-        struct timespec now = cancel__now();
         /* Never early: fire only once the monotonic clock reached it. */
         if (cancel__timespec_cmp(&now, &top.ext->deadline) < 0) {
-            wake_at = top.ext->deadline;
+            wake_at = appointment = top.ext->deadline;
             pthread_cond_timedwait(&timer_cond, &timer_lock, &wake_at);
             wake_at = ZERO;
             continue;
@@ -261,12 +271,11 @@ size_t cancel__timer_pending(void)
     return n;
 }
 
-cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent, const struct timespec *at)
+/* The deadline child; FUTURE: the caller knows *AT is still to come (a
+ * positive timeout just computed from the clock), which saves a clock read. */
+static cancel_token_t *deadline_child(cancel_token_t *parent, const struct timespec *at,
+                                      bool future)
 {
-    if (!cancel__timespec_valid(at)) {
-        errno = EINVAL;
-        return NULL;
-    }
     cancel_token_t *t = cancel_token_child(parent);
     if (!t)
         return NULL;
@@ -285,10 +294,12 @@ cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent, const struct 
     /* Born cancelled by its parent: the first reason wins, nothing to arm. */
     if (cancel_token_is_cancelled(t))
         return t;
-    struct timespec now = cancel__now();
-    if (cancel__timespec_cmp(&now, at) >= 0) {
-        cancel_token_cancel(t, ETIMEDOUT);
-        return t;
+    if (!future) {
+        struct timespec now = cancel__now();
+        if (cancel__timespec_cmp(&now, at) >= 0) {
+            cancel_token_cancel(t, ETIMEDOUT);
+            return t;
+        }
     }
     int rc = timer_add(t, ext);
     if (rc != 0) {
@@ -299,12 +310,22 @@ cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent, const struct 
     return t;
 }
 
+cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent, const struct timespec *at)
+{
+    if (!cancel__timespec_valid(at)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return deadline_child(parent, at, false);
+}
+
 cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns)
 {
     struct timespec at = cancel__now();
-    if (ns > 0)
-        at = cancel__add_ns(at, ns); /* saturates: a huge timeout is "never" */
-    return cancel_token_with_deadline(parent, &at);
+    if (ns <= 0)
+        return deadline_child(parent, &at, false); /* born cancelled */
+    at = cancel__add_ns(at, ns); /* saturates: a huge timeout is "never" */
+    return deadline_child(parent, &at, true);
 }
 
 /*
