@@ -130,6 +130,8 @@ struct cancel_op {
     pthread_t thread;
     const struct cancel_cb *running; /* callback whose fn runs now, or NULL */
     struct cancel_op *next;
+    const cancel_token_t *waiting_under; /* waiting for cancels below it (token.c) */
+    bool mark;                       /* scratch for token.c's cycle check */
 };
 void cancel__op_begin_locked(struct cancel_op *op, cancel_token_t *root);
 void cancel__op_end_locked(struct cancel_op *op);

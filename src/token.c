@@ -15,7 +15,8 @@
  * thread, we wait for it before returning (see wait_for_nested_ops), which
  * gives "every callback has run" without two walks ever sharing a subtree.
  * A cancel that waits only ever waits for cancels rooted strictly below
- * its own root, so waits cannot form a cycle.
+ * its own root; a cycle needs callbacks that cancel across trees, and the
+ * last thread to close one does not wait (see wait_for_nested_ops).
  */
 #include "internal.h"
 
@@ -42,6 +43,8 @@ void cancel__op_begin_locked(struct cancel_op *op, cancel_token_t *root)
     op->root = root;
     op->thread = pthread_self();
     op->running = NULL;
+    op->waiting_under = NULL;
+    op->mark = false;
     op->next = ops;
     ops = op;
 }
@@ -290,19 +293,60 @@ static bool walk_locked(cancel_token_t *root, struct pending *pending)
     }
 }
 
-/* Waits until no other thread's cancel rooted under ROOT is under way. */
-static void wait_for_nested_ops(const cancel_token_t *root)
+/*
+ * Does THREAD wait, directly or through other threads, for a cancel that
+ * runs on SELF?  An edge goes from a thread waiting in wait_for_nested_ops
+ * below some token to every other thread with a cancel rooted there.
+ * Marks threads reached (through their ops) until nothing changes; no
+ * allocation, no recursion; the op list is short.
+ */
+static bool waits_for(pthread_t thread, pthread_t self)
+{
+    for (struct cancel_op *o = ops; o; o = o->next)
+        o->mark = pthread_equal(o->thread, thread);
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (struct cancel_op *w = ops; w; w = w->next) {
+            if (!w->mark || !w->waiting_under)
+                continue;
+            for (struct cancel_op *o = ops; o; o = o->next) {
+                if (o->mark || !o->root || pthread_equal(o->thread, w->thread) ||
+                    !is_strict_descendant(o->root, w->waiting_under))
+                    continue;
+                if (pthread_equal(o->thread, self))
+                    return true;
+                for (struct cancel_op *m = ops; m; m = m->next)
+                    if (pthread_equal(m->thread, o->thread))
+                        m->mark = true;
+                changed = true;
+            }
+        }
+    }
+    return false;
+}
+
+/*
+ * Waits until no other thread's cancel rooted under OP's root is under
+ * way.  The one exception breaks a cycle that callbacks can build across
+ * trees (a callback of thread A cancels an ancestor of a token whose
+ * callback runs on B, while B's callback cancels an ancestor of A's): we
+ * do not wait for a thread that already waits for us.
+ */
+static void wait_for_nested_ops(struct cancel_op *me)
 {
     pthread_t self = pthread_self();
+    const cancel_token_t *root = me->root;
+    me->waiting_under = root; /* seen by other threads' cycle checks */
     for (;;) {
         bool busy = false;
         for (struct cancel_op *op = ops; op && !busy; op = op->next)
             busy = op->root && !pthread_equal(op->thread, self) &&
-                   is_strict_descendant(op->root, root);
+                   is_strict_descendant(op->root, root) && !waits_for(op->thread, self);
         if (!busy)
-            return;
+            break;
         cancel__wait_locked();
     }
+    me->waiting_under = NULL;
 }
 
 static void record_origin_locked(cancel_token_t *t, const char *file, int line)
@@ -354,7 +398,7 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
         cancel__run_callback_locked(&op, cb, cb->reason);
     }
     if (nested_elsewhere)
-        wait_for_nested_ops(t);
+        wait_for_nested_ops(&op);
     cancel__op_end_locked(&op);
     cancel__unlock();
     cancel_token_unref(t);

@@ -786,6 +786,79 @@ START_TEST(cancel_whose_callback_frees_the_token_races_an_ancestor_cancel_safely
 }
 END_TEST
 
+/*
+ * Two trees P > C and Q > R.  Thread A cancels C, whose callback cancels
+ * Q; thread B cancels R, whose callback cancels P; both callbacks start
+ * before either cancels.  Each nested cancel would wait for the other
+ * thread's callback: the library must break that cycle, not hang.
+ */
+struct cross {
+    cancel_token_t *p, *c, *q, *r;
+    tu_latch_t a_in, b_in;
+    bool nested_a, nested_b;
+};
+
+static void cross_c_cb(void *arg, int reason)
+{
+    struct cross *x = arg;
+    (void)reason;
+    tu_latch_post(&x->a_in);
+    tu_latch_wait(&x->b_in);
+    x->nested_a = cancel_token_cancel(x->q, 0);
+}
+
+static void cross_r_cb(void *arg, int reason)
+{
+    struct cross *x = arg;
+    (void)reason;
+    tu_latch_post(&x->b_in);
+    tu_latch_wait(&x->a_in);
+    x->nested_b = cancel_token_cancel(x->p, 0);
+}
+
+struct plain_cancel {
+    cancel_token_t *t;
+    bool result;
+};
+
+static void *plain_cancel_thread(void *arg)
+{
+    struct plain_cancel *pc = arg;
+    pc->result = cancel_token_cancel(pc->t, 0);
+    return NULL;
+}
+
+START_TEST(callbacks_cancelling_each_others_ancestors_across_threads_do_not_deadlock)
+{
+    struct cross x;
+    x.p = cancel_token_new();
+    x.c = cancel_token_child(x.p);
+    x.q = cancel_token_new();
+    x.r = cancel_token_child(x.q);
+    tu_latch_init(&x.a_in);
+    tu_latch_init(&x.b_in);
+    x.nested_a = x.nested_b = false;
+    cancel_callback_t cb_c, cb_r;
+    cancel_callback_add(&cb_c, x.c, cross_c_cb, &x);
+    cancel_callback_add(&cb_r, x.r, cross_r_cb, &x);
+    struct plain_cancel a = { x.c, false }, b = { x.r, false };
+    pthread_t ta, tb;
+    tu_thread_start(&ta, plain_cancel_thread, &a);
+    tu_thread_start(&tb, plain_cancel_thread, &b);
+    tu_thread_join(ta); /* hangs (test timeout) if the waits form a cycle */
+    tu_thread_join(tb);
+    ck_assert(a.result && b.result);
+    ck_assert(x.nested_a && x.nested_b);
+    cancel_token_t *all[] = { x.p, x.c, x.q, x.r };
+    for (int i = 0; i < 4; i++)
+        ck_assert(cancel_token_is_cancelled(all[i]));
+    cancel_token_unref(x.r);
+    cancel_token_unref(x.q);
+    cancel_token_unref(x.c);
+    cancel_token_unref(x.p);
+}
+END_TEST
+
 /* ------------------------------------------------------------ allocation failure */
 
 START_TEST(new_fails_with_enomem_when_memory_runs_out)
@@ -902,6 +975,7 @@ int main(void)
     tcase_add_loop_test(tc, cancel_from_a_callback_still_waits_for_callbacks_running_on_other_threads, 0, 5);
     tcase_add_test(tc, cancelling_an_ancestor_from_a_callback_on_the_same_thread_does_not_deadlock);
     tcase_add_loop_test(tc, cancel_whose_callback_frees_the_token_races_an_ancestor_cancel_safely, 0, 20);
+    tcase_add_loop_test(tc, callbacks_cancelling_each_others_ancestors_across_threads_do_not_deadlock, 0, 10);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("allocation failure");
