@@ -211,9 +211,13 @@ static int second_delivery_child(void)
 
 START_TEST(second_delivery_takes_the_previous_handler)
 {
-    /* The parent has started the signal thread: the child makes its own. */
+    /* The parent has started the signal thread: the child makes its own.
+     * ThreadSanitizer cannot deliver signals properly in a child forked
+     * from a threaded process, so there the parent stays single-threaded. */
     cancel_token_t *warm = cancel_token_new();
+#if !defined(__SANITIZE_THREAD__)
     ck_assert_int_eq(cancel_token_cancel_on_signal(warm, SIGHUP), 0);
+#endif
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0)
