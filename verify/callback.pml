@@ -38,7 +38,9 @@
  *      a callback's storage asserts the storage is not freed; the owner
  *      frees it right after remove returns (or fn frees it itself), so a
  *      fn that is still running or starts later, or a list that still
- *      links the callback, trips the assertion.
+ *      links the callback, trips the assertion.  A remove that unlinks a
+ *      callback from a cancel's pending list (whose head lives on the
+ *      cancelling thread's stack) finds that cancel still under way.
  *   P3 remove waits: when remove returns in another thread no op records
  *      the callback as running.
  *   P4 remove from inside fn returns false at once: it never reaches the
@@ -91,6 +93,7 @@ byte spurious = 1;          /* spurious wakeups left in the run */
 /* ---- the token ---- */
 bit  reason;                /* t->reason != 0 */
 byte transitions;           /* cancels that returned true */
+byte pending_owner;         /* _pid whose stack holds the pending list */
 
 /* ---- callbacks ---- */
 byte state[NCB];
@@ -195,6 +198,8 @@ inline cb_remove(cb, res)
         state[cb] = ST_IDLE;
         res = true
     :: state[cb] == ST_ARMED && loc[cb] == LOC_PENDING ->
+        /* prev_link may point at pending.head, on the canceller's stack. */
+        assert(op_active[pending_owner]);
         loc[cb] = LOC_NONE;             /* unlinked from a cancel's pending list */
         lists_live();
         state[cb] = ST_IDLE;
@@ -290,6 +295,7 @@ inline transition_locked()
 {
     assert(reason == 0);                                /* P6 */
     reason = 1;
+    pending_owner = _pid;
     k = 0;
     do
     :: k < NCB && loc[k] == LOC_TOKEN ->

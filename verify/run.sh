@@ -53,6 +53,14 @@ check() {
         status=1
         return
     fi
+    # A value too wide for its Promela variable (2 stored in a bit) only
+    # shows as a gcc warning on the generated pan.c: treat it as a bug.
+    if grep -q 'warning:' "$dir/cc.log"; then
+        echo "$name: pan.c compiles with warnings (a model value overflows?):" >&2
+        grep 'warning:' "$dir/cc.log" >&2
+        status=1
+        return
+    fi
     # shellcheck disable=SC2086
     (cd "$dir" && ./pan $panflags) >"$dir/pan.log" 2>&1
     log=$dir/pan.log

@@ -6,7 +6,8 @@
  * Mirrors, function by function:
  *   src/wake.c      cancel__wait_ready (fast-path reason check, add, ppoll
  *                   loop, remove, drain), wake_cb, drain
- *   src/io.c        the wrapper around it (cancel_read: wait, then read)
+ *   src/io.c        cancel_read, rw_cancel, wait_one: check the token, read
+ *                   without blocking (RWF_NOWAIT), else wait and loop
  *   src/callback.c  cancel_callback_add, cancel_callback_remove, runner_of
  *   src/token.c     cancel_token_cancel_at, transition_locked,
  *                   cancel__run_callback_locked, cancel__op_begin_locked,
@@ -15,8 +16,11 @@
  *                   cancel__broadcast_locked
  *
  * What is modelled.  A waiter thread makes two consecutive wrapped reads
- * on one data fd under its current token, sharing its per-thread eventfd
- * (the wake fd) and reusing the same callback storage (a stack slot).  A
+ * (cancel_read of one byte) on one data fd under its current token.  Each
+ * read loops as rw_cancel does: check the token, read without blocking,
+ * else wait (cancel__wait_ready) and go round.  The waits share the
+ * thread's eventfd (the wake fd) and reuse one callback storage (a stack
+ * slot).  A
  * writer thread writes the data fd (a byte counter) 0, 1 or 2 times; a
  * canceller thread cancels the token or not.  init picks every scenario in
  * which each wait has a reason to return: two writes, or a cancel, or both.
@@ -34,20 +38,20 @@
  * under the lock; spin explores sequentially consistent interleavings).
  *
  * Properties (all checked exhaustively; see verify/run.sh):
- *   W1 no lost wakeup: the waiter always returns from both waits, in every
+ *   W1 no lost wakeup: the waiter always returns from both reads, in every
  *      scenario: no invalid end state (the waiter stuck in ppoll) and the
  *      LTL property terminates, <> waiter_done (no livelock either).
- *   W2 ECANCELED consumes nothing: a wait that fails with ECANCELED leaves
- *      every byte in the fd (the read happens only after a READY wait) and
- *      the token is really cancelled; at the end written == consumed +
- *      left in the fd.  A READY wait always finds a byte to read.
+ *   W2 ECANCELED consumes nothing: a read that fails with ECANCELED leaves
+ *      every byte in the fd and the token is really cancelled; a read that
+ *      returns data took exactly one byte; at the end written == consumed
+ *      + left in the fd.
  *   W3 no stale wake: the eventfd counter is 0 when each wait starts and
  *      when it returns, so the second wait cannot be woken by the first's.
  *   W4 no use after remove: the library touches the callback storage only
  *      during the wait that armed it, and wake_cb writes only for that
  *      wait.
- *   W5 sticky: a wait that starts after the cancel returned fails with
- *      ECANCELED; with no cancel both waits return data.
+ *   W5 sticky: a read that starts after the cancel returned fails with
+ *      ECANCELED; with no cancel both reads return data.
  *
  * The seeded bug (-DBROKEN): check-then-register without the lock.  The
  * waiter decides from its unlocked fast-path check that the token is live
@@ -55,10 +59,11 @@
  * lock.  A cancel that lands between the check and the link finds no
  * callback to run; the waiter then sleeps in ppoll forever.  spin finds it
  * in a few milliseconds (run.sh expects it):
- *     safety run:   pan:1: invalid end state (at depth 73)
- *     liveness run: pan:1: acceptance cycle (at depth 144)
+ *     safety run:   pan:1: invalid end state (at depth 94)
+ *     liveness run: pan:1: acceptance cycle
  * The safety trail (spin -DBROKEN -t -p wakeup.pml), scenario "one write
- * and a cancel": the first wait returns the byte; the second wait's
+ * and a cancel": the first read takes the byte without waiting; the
+ * second read finds the token live and the fd empty, and wait_ready's
  * unlocked check reads the token live; the cancel then runs to the end
  * (reason set, no callback on the list, nothing to run); the waiter links
  * its callback and sleeps in ppoll with the eventfd at 0 and no byte to
@@ -239,95 +244,121 @@ proctype waiter()
 {
     byte k, w, who, seq, gen;
     bit  added, rdy, removed, sticky;
+    byte wres;
     byte got;
 
     w = 0;
     do
     :: w < 2 ->
-        /* ---- cancel__wait_ready(t, {data fd}, 1, NULL, "read") ---- */
-        assert(efd == 0);                               /* W3 */
+        /* ---- cancel_read -> rw_cancel (io.c) ---- */
         sticky = cancel_returned;
         got = consumed;
-        if
-        :: reason != 0 -> result[w] = ECANCELED         /* fast path */
-        :: else ->
-            /* cancel_callback_add(&cb, t, wake_cb, efd) */
-            cb_gen = w + 1;
-            cb_live = 1;
-            lock();
-#ifdef BROKEN
-            /* Registers on the strength of the unlocked check above. */
-            loc = LOC_TOKEN;
-            state = ST_ARMED;
-            unlock();
-            added = 0;
-#else
+        do
+        :: true ->
+            if                                          /* cancelled(t) */
+            :: reason != 0 -> result[w] = ECANCELED; break
+            :: else
+            fi;
+            /* The read that never blocks (RWF_NOWAIT): data, or EAGAIN. */
+            atomic {
+                if
+                :: data > 0 -> data--; consumed++; rdy = 1
+                :: else -> rdy = 0
+                fi
+            };
             if
-            :: reason == 0 ->
+            :: rdy -> result[w] = READY; break
+            :: else
+            fi;
+            /* ---- wait_one -> cancel__wait_ready(t, {fd, POLLIN}) (wake.c) ---- */
+            assert(efd == 0);                           /* W3 */
+            if
+            :: reason != 0 -> wres = ECANCELED          /* its own first check */
+            :: else ->
+                /* cancel_callback_add(&cb, t, wake_cb, efd) */
+                cb_gen = w + 1;
+                cb_live = 1;
+                lock();
+#ifdef BROKEN
+                /* Registers on the strength of the unlocked check above. */
                 loc = LOC_TOKEN;
                 state = ST_ARMED;
                 unlock();
-                added = 0
-            :: else ->                  /* cancelled since the check: inline */
-                state = ST_RUNNING;
-                op_begin();
-                run_callback_locked();
-                op_end();
-                unlock();
-                added = 1
-            fi;
-#endif
-            if
-            :: added == 1 ->
-                efd = 0;                /* drain */
-                cb_live = 0;
-                result[w] = ECANCELED
-            :: else ->
-                /* ppoll on {data fd, eventfd} until a reason to return. */
-                do
-                :: atomic { efd > 0 || data > 0 -> rdy = (data > 0) };
-                    if
-                    :: reason != 0 -> result[w] = ECANCELED; break
-                    :: reason == 0 && rdy -> result[w] = READY; break
-                    :: reason == 0 && !rdy -> skip           /* look again */
-                    fi
-                :: atomic { eintr > 0 -> eintr-- }       /* EINTR: retried */
-                od;
-                /* cancel_callback_remove(&cb): false means wake_cb ran. */
-                lock();
-                assert(cb_live);
+                added = 0;
+#else
                 if
-                :: state == ST_ARMED ->
-                    loc = LOC_NONE;
-                    state = ST_IDLE;
-                    removed = 1
-                :: state == ST_RUNNING ->
+                :: reason == 0 ->
+                    loc = LOC_TOKEN;
+                    state = ST_ARMED;
+                    unlock();
+                    added = 0
+                :: else ->              /* cancelled since the check: inline */
+                    state = ST_RUNNING;
+                    op_begin();
+                    run_callback_locked();
+                    op_end();
+                    unlock();
+                    added = 1
+                fi;
+#endif
+                if
+                :: added == 1 ->
+                    efd = 0;            /* drain */
+                    cb_live = 0;
+                    wres = ECANCELED
+                :: else ->
+                    /* ppoll on {data fd, eventfd}; then the reason wins. */
                     do
                     :: true ->
-                        runner_of(who);
                         if
-                        :: who == NOBODY -> break
-                        :: else -> assert(who != _pid); wait_locked()
+                        :: atomic { efd > 0 || data > 0 -> rdy = (data > 0) }
+                        :: atomic { eintr > 0 -> eintr--; rdy = 0 }  /* -1, EINTR */
+                        fi;
+                        if
+                        :: reason != 0 -> wres = ECANCELED; break
+                        :: reason == 0 && rdy -> wres = READY; break
+                        :: reason == 0 && !rdy -> skip  /* EINTR, or look again */
                         fi
                     od;
-                    state = ST_IDLE;
-                    removed = 0
-                fi;
-                unlock();
-                if
-                :: !removed -> efd = 0  /* drain */
-                :: else
-                fi;
-                cb_live = 0
+                    /* cancel_callback_remove(&cb): false means wake_cb ran. */
+                    lock();
+                    assert(cb_live);
+                    if
+                    :: state == ST_ARMED ->
+                        loc = LOC_NONE;
+                        state = ST_IDLE;
+                        removed = 1
+                    :: state == ST_RUNNING ->
+                        do
+                        :: true ->
+                            runner_of(who);
+                            if
+                            :: who == NOBODY -> break
+                            :: else -> assert(who != _pid); wait_locked()
+                            fi
+                        od;
+                        state = ST_IDLE;
+                        removed = 0
+                    fi;
+                    unlock();
+                    if
+                    :: !removed -> efd = 0      /* drain */
+                    :: else
+                    fi;
+                    cb_live = 0
+                fi
+            fi;
+            assert(efd == 0);                           /* W3 */
+            if
+            :: wres == ECANCELED -> result[w] = ECANCELED; break
+            :: else                     /* ready: read again */
             fi
-        fi;
-        assert(efd == 0);                               /* W3 */
-        /* ---- the wrapper: read only after a READY wait ---- */
+        od;
         if
-        :: result[w] == READY ->
-            atomic { assert(data > 0); data--; consumed++ }   /* W2 */
         :: result[w] == ECANCELED ->
             assert(reason != 0 && consumed == got)      /* W2 */
+        :: result[w] == READY ->
+            assert(consumed == got + 1)                 /* W2 */
         fi;
         assert(!sticky || result[w] == ECANCELED);      /* W5 */
         w++
@@ -358,5 +389,5 @@ init {
     assert(efd == 0)                                    /* W3 */
 }
 
-/* W1: the waiter always returns (both waits), deadlock or livelock alike. */
+/* W1: the waiter always returns (both reads), deadlock or livelock alike. */
 ltl terminates { <> waiter_done }
