@@ -63,6 +63,9 @@
  *                    "assertion violated (!(in_fn[_pid])||...)", P4: a fn
  *                    that removes itself goes to wait for itself (without
  *                    that assertion: an invalid end state, a deadlock).
+ *   -DBROKEN_TOUCH   the cancelling thread writes the callback after fn
+ *                    returns.  spin: "assertion violated !(freed[cb])",
+ *                    P2: a fn that freed its own storage (SPEC allows it).
  */
 
 #define NCB      2          /* callbacks */
@@ -264,6 +267,9 @@ inline run_callback_locked(cb)
     unlock();
     fn(cb);                             /* cb may be freed from here on */
     lock();
+#ifdef BROKEN_TOUCH
+    touch(cb);                          /* e.g. cb->state = ST_IDLE */
+#endif
     op_running[_pid] = 0;
     broadcast_locked()
 }

@@ -100,6 +100,7 @@ check callback callback.pml safety ok
 check callback.ltl callback.pml ltl ok
 check callback.BROKEN_NOWAIT callback.pml safety 'assertion violated (who==255)' -DBROKEN_NOWAIT
 check callback.BROKEN_SELF callback.pml safety 'assertion violated.*in_fn' -DBROKEN_SELF
+check callback.BROKEN_TOUCH callback.pml safety 'assertion violated.*freed' -DBROKEN_TOUCH
 
 # A blocking wrapper against a concurrent cancel (wakeup.pml).
 check wakeup wakeup.pml safety ok
