@@ -155,11 +155,14 @@ struct cancel_blocked {
 struct cancel_blocked *cancel__thread_blocked(void);
 
 /* The worker thread cache behind scopes (worker.c).  START runs JOB(ARG)
- * once on a cached or new thread of STACK_SIZE bytes (0: the default);
- * returns 0 or EAGAIN. */
-int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size);
+ * once on a cached or new thread of STACK_SIZE bytes (0: the default),
+ * then DONE(ARG) (when not NULL) once the thread is idle again; returns 0
+ * or EAGAIN. */
+int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
+                         size_t stack_size);
 int cancel__stack_size_check(size_t bytes, size_t *rounded);
 unsigned cancel__worker_idle_count(void);
+long cancel__ncpu(void);    /* online CPUs (spinning makes sense only above 1) */
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 extern _Atomic int cancel__worker_fail_next_create;
 

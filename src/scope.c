@@ -11,9 +11,11 @@
  * Each task runs on a worker thread from worker.c, with its task token as
  * the thread's current token.  The scope's mutex MU guards everything in
  * the scope and its tasks that changes after spawn (states, results,
- * counts, the first failure, the terminate value); COND is broadcast on
- * every change someone may wait for (a task finished, a slot freed, a
- * token a waiting spawn watches was cancelled).
+ * counts, the first failure, the terminate value).  COND is broadcast,
+ * when someone waits on it, on every change a spawn waiting for a slot or
+ * a cancel_task_join may wait for; IDLE_COND wakes joiners once, when the
+ * last task finishes (a teardown of N tasks wakes the joiner once, not N
+ * times).
  *
  * Lock order: MU, then cancel__lock (taken inside cancel_token_child and
  * friends), then worker.c's lock.  Never cancel a token or remove a
@@ -46,7 +48,8 @@ struct cancel_task {
 
 struct cancel_scope {
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond;        /* a task finished, a slot freed, a cancel */
+    pthread_cond_t idle_cond;   /* LIVE reached 0 */
     cancel_token_t *token;
     cancel_token_t *parent;     /* a reference, or NULL */
     struct cancel_task *owner;  /* the task that opened us, or NULL */
@@ -54,7 +57,9 @@ struct cancel_scope {
     size_t stack_size;          /* 0: the process-wide default */
     /* Guarded by MU. */
     unsigned limit;             /* 0: none */
-    unsigned live;              /* spawned, not finished */
+    _Atomic unsigned live;      /* spawned, not finished (changed under MU) */
+    unsigned waiters;           /* threads waiting on COND */
+    unsigned joiners;           /* threads waiting on IDLE_COND */
     bool joining;
     bool terminated;            /* by terminate or a RACE winner */
     bool succeeded;             /* RACE: some task returned 0 */
@@ -106,6 +111,11 @@ cancel_scope_t *cancel_scope_open_in(cancel_token_t *parent, int flags)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int rc = pthread_cond_init(&s->cond, &ca);
+    if (rc == 0) {
+        rc = pthread_cond_init(&s->idle_cond, &ca);
+        if (rc)
+            pthread_cond_destroy(&s->cond);
+    }
     pthread_condattr_destroy(&ca);
     if (rc) {
         free(s);
@@ -118,6 +128,7 @@ cancel_scope_t *cancel_scope_open_in(cancel_token_t *parent, int flags)
     s->token = cancel_token_child(parent);
     if (!s->token) {
         pthread_cond_destroy(&s->cond);
+        pthread_cond_destroy(&s->idle_cond);
         pthread_mutex_destroy(&s->mu);
         free(s);
         errno = ENOMEM;
@@ -191,8 +202,17 @@ int cancel_scope_terminate(cancel_scope_t *s, void *value)
     return 0;
 }
 
-/* Runs on the worker thread. */
-static void task_main(void *p)
+/* Wakes whoever waits for a task to finish (MU held). */
+static void task_finished_locked(cancel_scope_t *s)
+{
+    if (s->waiters > 0)
+        pthread_cond_broadcast(&s->cond);
+    if (s->live == 0 && s->joiners > 0)
+        pthread_cond_broadcast(&s->idle_cond);
+}
+
+/* Runs on the worker thread: the task itself. */
+static void task_run(void *p)
 {
     struct cancel_task *task = p;
     cancel_scope_t *s = task->scope;
@@ -210,40 +230,47 @@ static void task_main(void *p)
     int rc = task->fn(task->arg);
     cancel_leave(prev);
     current_task = prev_task;
+    /* Read by others only after they saw TASK_DONE, set under MU later. */
+    task->result = rc;
 
     /* Errors caused by cancellation never count as failures. */
     bool excused = (rc == ECANCELED || rc == ETIMEDOUT) &&
                    cancel_token_is_cancelled(task->token);
+    bool race = (s->flags & CANCEL_SCOPE_RACE) != 0;
+    bool counts = race ? (rc == 0 || !excused)
+                       : (rc != 0 && !excused && !(s->flags & CANCEL_SCOPE_SUPERVISE));
+    if (!counts)
+        return;
     bool cancel_scope_now = false;
     pthread_mutex_lock(&s->mu);
-    task->result = rc;
-    if (s->flags & CANCEL_SCOPE_RACE) {
-        if (rc == 0)
-            s->succeeded = true;
-        if (rc == 0 && !s->terminated) {
+    if (race && rc == 0) {
+        s->succeeded = true;
+        if (!s->terminated) {
             s->terminated = true;
             s->value = task->arg;
             cancel_scope_now = true;
-        } else if (rc != 0 && !excused && s->failure == 0) {
-            s->failure = rc;
         }
-    } else if (!(s->flags & CANCEL_SCOPE_SUPERVISE) && rc != 0 && !excused &&
-               s->failure == 0) {
+    } else if (s->failure == 0) {
         s->failure = rc;
-        cancel_scope_now = true;
+        cancel_scope_now = !race;
     }
     pthread_mutex_unlock(&s->mu);
-
     /* Cancel before we count as finished: until then join cannot free the
      * scope's token under us. */
     if (cancel_scope_now)
         cancel_token_cancel(s->token, ECANCELED);
+}
 
+/* Runs on the worker thread once it is idle again: the task is over. */
+static void task_done(void *p)
+{
+    struct cancel_task *task = p;
+    cancel_scope_t *s = task->scope;
     pthread_mutex_lock(&s->mu);
     task->state = TASK_DONE;
     task->blocked = NULL;
     s->live--;
-    pthread_cond_broadcast(&s->cond);
+    task_finished_locked(s);
     /* After this unlock the scope and the task may be freed at once. */
     pthread_mutex_unlock(&s->mu);
 }
@@ -278,7 +305,9 @@ static int wait_for_slot_locked(cancel_scope_t *s, cancel_callback_t cbs[2], boo
             pthread_mutex_lock(&s->mu);
             continue; /* recheck: anything may have changed meanwhile */
         }
+        s->waiters++;
         pthread_cond_wait(&s->cond, &s->mu);
+        s->waiters--;
     }
     /* A cancel that freed the slots (its tasks ended) still wins. */
     if (cancel_token_is_cancelled(s->token) || (*armed && cancel_token_is_cancelled(mine)))
@@ -343,14 +372,14 @@ int cancel_scope_spawn_named(cancel_scope_t *s, const char *name, cancel_task_fn
 
     /* From here the task counts as live, so join waits for it.  A started
      * job runs FN exactly once, whatever happens to the scope meanwhile. */
-    if (cancel__worker_start(task_main, task, stack) != 0) {
+    if (cancel__worker_start(task_run, task_done, task, stack) != 0) {
         pthread_mutex_lock(&s->mu);
         struct cancel_task **link = &s->tasks;
         while (*link != task)
             link = &(*link)->next;
         *link = task->next;
         s->live--;
-        pthread_cond_broadcast(&s->cond);
+        task_finished_locked(s);
         pthread_mutex_unlock(&s->mu);
         task_free(task);
         return EAGAIN;
@@ -365,6 +394,20 @@ int cancel_scope_spawn(cancel_scope_t *s, cancel_task_fn fn, void *arg, cancel_t
     return cancel_scope_spawn_named(s, NULL, fn, arg, task);
 }
 
+static void spin_until_idle(cancel_scope_t *s)
+{
+    if (cancel__ncpu() < 2)
+        return;
+    int64_t start = now_ns();
+    for (unsigned i = 1; atomic_load_explicit(&s->live, memory_order_relaxed) > 0; i++) {
+        if ((i & 63) == 0 && now_ns() - start > 20 * 1000)
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline, void **value)
 {
     if (!s || (deadline && !cancel__timespec_valid(deadline)))
@@ -374,15 +417,24 @@ int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline, 
 
     pthread_mutex_lock(&s->mu);
     s->joining = true;
+    if (s->live > 0) {
+        /* Short tasks often end within microseconds: spin briefly before
+         * sleeping, which saves the futex wake of a sleeping joiner. */
+        pthread_mutex_unlock(&s->mu);
+        spin_until_idle(s);
+        pthread_mutex_lock(&s->mu);
+    }
     while (s->live > 0) {
-        if (deadline) {
-            int rc = pthread_cond_timedwait(&s->cond, &s->mu, deadline);
-            if (rc == ETIMEDOUT && s->live > 0) {
-                pthread_mutex_unlock(&s->mu);
-                return ETIMEDOUT;
-            }
-        } else {
-            pthread_cond_wait(&s->cond, &s->mu);
+        int rc = 0;
+        s->joiners++;
+        if (deadline)
+            rc = pthread_cond_timedwait(&s->idle_cond, &s->mu, deadline);
+        else
+            pthread_cond_wait(&s->idle_cond, &s->mu);
+        s->joiners--;
+        if (rc == ETIMEDOUT && s->live > 0) {
+            pthread_mutex_unlock(&s->mu);
+            return ETIMEDOUT;
         }
     }
     int rc = 0;
@@ -407,6 +459,7 @@ int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline, 
     cancel_token_unref(s->token);
     cancel_token_unref(s->parent);
     pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->idle_cond);
     pthread_mutex_destroy(&s->mu);
     free(s);
     if (value)
@@ -427,8 +480,11 @@ int cancel_task_join(cancel_task_t *task, int *result)
         return EDEADLK;
     cancel_scope_t *s = task->scope;
     pthread_mutex_lock(&s->mu);
-    while (task->state != TASK_DONE)
+    while (task->state != TASK_DONE) {
+        s->waiters++;
         pthread_cond_wait(&s->cond, &s->mu);
+        s->waiters--;
+    }
     int rc = task->result;
     pthread_mutex_unlock(&s->mu);
     if (result)

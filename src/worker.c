@@ -2,8 +2,10 @@
  * worker.c - the process-wide cache of reusable worker threads behind
  * scopes.
  *
- * A worker is a detached thread that runs one job, then parks on the idle
- * list for up to IDLE_NS waiting for the next one, then exits.  At most
+ * A worker is a detached thread that runs one job, parks on the idle list,
+ * runs the job's DONE hook (which may tell a joiner that the job is over:
+ * the joiner's next spawn then finds this worker idle), then waits up to
+ * IDLE_NS for the next job, then exits.  At most
  * MAX_IDLE workers park at once; a worker that finds the list full exits
  * at once.  Handing a job to an idle worker costs one mutex and one
  * futex wake on that worker's own condition variable (no thundering herd,
@@ -26,10 +28,13 @@ enum {
     DEFAULT_STACK = 256 * 1024,
 };
 #define IDLE_NS (2 * 1000000000LL)
+#define SPIN_NS (20 * 1000LL)
 
 struct worker {
     pthread_cond_t cond;        /* signalled when JOB is handed over */
-    void (*job)(void *);        /* NULL while parked without work */
+    _Atomic(void (*)(void *)) job; /* NULL while parked without work */
+    bool sleeping;              /* in the cond wait (guarded by LOCK) */
+    void (*done)(void *);       /* runs after JOB, once we are parked */
     void *arg;
     size_t stack_size;
     struct worker *next;        /* on the idle list */
@@ -97,38 +102,95 @@ static void idle_unlink_locked(struct worker *w)
     nidle--;
 }
 
+long cancel__ncpu(void)
+{
+    /* Relaxed: every thread computes the same value. */
+    static _Atomic long ncpu;
+    long n = atomic_load_explicit(&ncpu, memory_order_relaxed);
+    if (n == 0) {
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+        n = n > 0 ? n : 1;
+        atomic_store_explicit(&ncpu, n, memory_order_relaxed);
+    }
+    return n;
+}
+
+/* Spins up to SPIN_NS for a job; true when one was handed over.  The
+ * acquire load pairs with the giver's release store, made after it wrote
+ * DONE and ARG.  Only on machines with more than one CPU. */
+static bool spin_for_job(struct worker *w)
+{
+    if (cancel__ncpu() < 2)
+        return false;
+    int64_t start = 0;
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&w->job, memory_order_acquire) != NULL)
+            return true;
+        if ((i & 63) == 0) {
+            struct timespec now = cancel__now();
+            int64_t t = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+            if (start == 0)
+                start = t;
+            else if (t - start > SPIN_NS)
+                return false;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 static void *worker_main(void *p)
 {
     struct worker *w = p;
     for (;;) {
-        w->job(w->arg);
+        atomic_load_explicit(&w->job, memory_order_relaxed)(w->arg);
+        void (*done)(void *) = w->done;
+        void *arg = w->arg;
+        /* Park before DONE tells the job's owner that we finished: whoever
+         * it wakes (a join) finds us idle and reuses this thread for its
+         * next spawn instead of creating one. */
         pthread_mutex_lock(&lock);
-        w->job = NULL;
-        if (nidle >= MAX_IDLE)
+        atomic_store_explicit(&w->job, NULL, memory_order_relaxed);
+        bool parked = nidle < MAX_IDLE;
+        if (parked) {
+            w->next = idle;
+            idle = w;
+            nidle++;
+        }
+        pthread_mutex_unlock(&lock);
+        if (done)
+            done(arg);
+        if (!parked)
             break;
-        w->next = idle;
-        idle = w;
-        nidle++;
+        /* Spin a few microseconds first: a spawn that follows a join at
+         * once (a loop of short tasks) then costs no futex wake at all. */
+        if (spin_for_job(w))
+            continue;
+        pthread_mutex_lock(&lock);
         struct timespec until = cancel__add_ns(cancel__now(), IDLE_NS);
         /* A job may be handed over between the timeout and our relock: the
          * giver unlinks us under LOCK, so JOB decides, not the timeout. */
-        while (w->job == NULL) {
+        while (atomic_load_explicit(&w->job, memory_order_relaxed) == NULL) {
+            w->sleeping = true;
             int rc = pthread_cond_timedwait(&w->cond, &lock, &until);
-            if (rc == ETIMEDOUT && w->job == NULL) {
+            w->sleeping = false;
+            if (rc == ETIMEDOUT && atomic_load_explicit(&w->job, memory_order_relaxed) == NULL) {
                 idle_unlink_locked(w);
+                pthread_mutex_unlock(&lock);
                 goto out;
             }
         }
         pthread_mutex_unlock(&lock);
     }
 out:
-    pthread_mutex_unlock(&lock);
     pthread_cond_destroy(&w->cond);
     free(w);
     return NULL;
 }
 
-int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size)
+int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
+                         size_t stack_size)
 {
     if (stack_size == 0)
         stack_size = cancel_default_stack_size();
@@ -140,9 +202,12 @@ int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size)
             continue;
         *link = w->next;
         nidle--;
-        w->job = job;
+        w->done = done;
         w->arg = arg;
-        pthread_cond_signal(&w->cond);
+        /* Release: a spinning worker that sees JOB sees DONE and ARG. */
+        atomic_store_explicit(&w->job, job, memory_order_release);
+        if (w->sleeping)
+            pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&lock);
         return 0;
     }
@@ -169,7 +234,9 @@ int cancel__worker_start(void (*job)(void *), void *arg, size_t stack_size)
         free(w);
         return EAGAIN;
     }
-    w->job = job;
+    atomic_init(&w->job, job);
+    w->sleeping = false;
+    w->done = done;
     w->arg = arg;
     w->stack_size = stack_size;
     w->next = NULL;
