@@ -98,7 +98,7 @@ bool cancel_callback_remove(cancel_callback_t *callback)
                 cancel__unlock();
                 return false;
             }
-            cancel__wait_locked();
+            cancel__wait_key_locked(cb);
         }
         cb->state = CANCEL_CB_IDLE;
         cancel__unlock();

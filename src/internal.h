@@ -138,6 +138,9 @@ void cancel__op_end_locked(struct cancel_op *op);
 /* Runs CB's fn outside the lock (called and returns with the lock held). */
 void cancel__run_callback_locked(struct cancel_op *op, struct cancel_cb *cb, int reason);
 void cancel__wait_locked(void);
+/* Waits until cancel__wake_key_locked(KEY) or a broadcast (lock.c). */
+void cancel__wait_key_locked(const void *key);
+void cancel__wake_key_locked(const void *key);
 void cancel__broadcast_locked(void);
 struct cancel_op *cancel__ops_locked(void);
 

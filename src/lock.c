@@ -8,10 +8,14 @@
  * cancel's walk of a large subtree, so contenders spin briefly and then
  * sleep in the kernel.
  *
- * The wait queue is a sequence counter: a waiter reads it under the lock,
- * unlocks and sleeps only while it is unchanged; a broadcast bumps it under
- * the lock before waking, so no wakeup between the unlock and the sleep is
- * lost.  Waiters re-check their condition (spurious wakeups are allowed).
+ * Waiting threads queue a record on their own stack, with the key they
+ * wait for (NULL: any change).  A broadcast wakes every record; a keyed
+ * wake (a callback finished) wakes only the threads waiting for that
+ * callback, so tearing down N blocked waits costs N wakes, not N squared.
+ * A record is marked woken under the lock before the futex wake, and its
+ * owner unlinks it only after re-taking the lock, so no wake-up between
+ * the unlock and the sleep is lost and no wake touches a dead record.
+ * Waiters re-check their condition (spurious wakeups are allowed).
  */
 #include "internal.h"
 
@@ -21,8 +25,13 @@
 #include <unistd.h>
 
 _Atomic int cancel__lock_word;
-static _Atomic unsigned wait_seq;
-static unsigned waiters; /* guarded by the lock */
+
+struct waiter {
+    const void *key;
+    _Atomic int woken;
+    struct waiter *next;
+};
+static struct waiter *waiting; /* guarded by the lock */
 
 static void futex_wait(_Atomic int *word, int expected)
 {
@@ -58,21 +67,44 @@ void cancel__unlock_wake(void)
     futex_wake(&cancel__lock_word, 1);
 }
 
-void cancel__wait_locked(void)
+void cancel__wait_key_locked(const void *key)
 {
-    unsigned seq = atomic_load_explicit(&wait_seq, memory_order_relaxed);
-    waiters++;
+    struct waiter self = {key, 0, waiting};
+    waiting = &self;
     cancel__unlock();
-    syscall(SYS_futex, &wait_seq, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+    while (atomic_load_explicit(&self.woken, memory_order_acquire) == 0)
+        futex_wait(&self.woken, 0);
     cancel__lock();
-    waiters--;
+    struct waiter **link = &waiting;
+    while (*link != &self)
+        link = &(*link)->next;
+    *link = self.next;
 }
 
-/* A broadcast with no waiter is one comparison: no syscall. */
+void cancel__wait_locked(void)
+{
+    cancel__wait_key_locked(NULL);
+}
+
+static void wake_locked(struct waiter *w)
+{
+    if (atomic_load_explicit(&w->woken, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&w->woken, 1, memory_order_release);
+    futex_wake(&w->woken, 1);
+}
+
+/* Wakes every waiter.  With none, one comparison: no syscall. */
 void cancel__broadcast_locked(void)
 {
-    if (waiters == 0)
-        return;
-    atomic_fetch_add_explicit(&wait_seq, 1, memory_order_relaxed);
-    syscall(SYS_futex, &wait_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    for (struct waiter *w = waiting; w; w = w->next)
+        wake_locked(w);
+}
+
+/* Wakes the waiters for KEY only. */
+void cancel__wake_key_locked(const void *key)
+{
+    for (struct waiter *w = waiting; w; w = w->next)
+        if (w->key == key)
+            wake_locked(w);
 }

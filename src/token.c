@@ -68,7 +68,8 @@ void cancel__run_callback_locked(struct cancel_op *op, struct cancel_cb *cb, int
     fn(arg, reason);
     cancel__lock();
     op->running = NULL;
-    cancel__broadcast_locked();
+    /* Only removers of this very callback wait for it (callback.c). */
+    cancel__wake_key_locked(cb);
 }
 
 struct token_ext *cancel__token_ext_locked(cancel_token_t *t)
