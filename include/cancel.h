@@ -206,9 +206,10 @@ typedef void (*cancel_fn)(void *arg, int reason);
  * cancel_callback_add - run FN(ARG, reason) once when T is cancelled, in the
  * cancelling thread.  Returns 0 when armed; 1 when T was already cancelled
  * and FN has run inline; 0 for a NULL T (nothing is armed, FN never runs);
- * -1 with errno EINVAL for a NULL CB or FN.  Never allocates.  The callback
- * does not keep T alive: when T's last reference is released, its armed
- * callbacks are disarmed (FN never runs; remove returns true).  CB must stay
+ * -1 with errno EINVAL for a NULL CB or FN.  Never allocates.  An armed
+ * callback keeps T alive (as std::stop_callback keeps its stop state),
+ * without taking a reference of its own: T is freed when its last
+ * reference is released and no callback is armed on it.  CB must stay
  * valid until remove returns, or until FN runs (FN itself may free CB: the
  * library never touches CB after FN returns).
  */

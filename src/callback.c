@@ -26,6 +26,7 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
     cb->token = t;
     cb->next = NULL;
     cb->prev_link = NULL;
+    cb->hold = NULL;
     if (!t) {
         cb->state = CANCEL_CB_NULL;
         return 0;
@@ -34,8 +35,9 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
     cancel__lock();
     int reason = atomic_load_explicit(&t->reason, memory_order_relaxed);
     if (reason == 0) {
-        /* No reference is taken (it would cost two atomic operations per
-         * add+remove): freeing the token disarms the callback instead. */
+        /* No reference is taken here (it would cost two atomic operations
+         * per add+remove): if the token's last reference is released while
+         * callbacks are armed, they inherit it (CANCEL_REFS_HOLD). */
         cb->next = t->callbacks;
         if (cb->next)
             cb->next->prev_link = &cb->next;
@@ -79,15 +81,21 @@ bool cancel_callback_remove(cancel_callback_t *callback)
         cb->state = CANCEL_CB_IDLE;
         cancel__unlock();
         return true;
-    case CANCEL_CB_ARMED:
+    case CANCEL_CB_ARMED: {
         /* On its token's list or on a cancel's pending list: unlink from
-         * whichever (prev_link points into it). */
+         * whichever (prev_link points into it).  The last callback armed on
+         * a token released by everyone else takes the token with it. */
         *cb->prev_link = cb->next;
         if (cb->next)
             cb->next->prev_link = cb->prev_link;
         cb->state = CANCEL_CB_IDLE;
+        cancel_token_t *release = cb->hold;
+        if (cb->token) /* still armed on its token, not pending in a cancel */
+            release = cancel__drop_hold_locked(cb->token);
         cancel__unlock();
+        cancel_token_unref(release);
         return true;
+    }
     case CANCEL_CB_RUNNING:
         for (;;) {
             bool self = false;

@@ -49,6 +49,20 @@ struct cancel_token {
     _Atomic(struct token_ext *) ext;
 };
 
+/*
+ * REFS: the reference count in the low 31 bits.  CANCEL_REFS_HOLD marks
+ * one counted reference as held by the token's armed callbacks: set when
+ * the last other reference is released while callbacks are armed, dropped
+ * (cancel__drop_hold_locked) when the last of them is removed or moved to
+ * a cancel.  The count reaches zero only under cancel__lock.
+ */
+#define CANCEL_REFS_HOLD 0x80000000u
+#define CANCEL_REFS_COUNT 0x7fffffffu
+
+/* Clears T's hold when no callback is armed on it any more; returns T when
+ * the caller must cancel_token_unref it once unlocked, else NULL. */
+cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t);
+
 /* Optional parts of a token; see cancel__token_ext. */
 struct token_ext {
     /* Where the cancel came from (cancel_token_cancelled_from). */
@@ -79,13 +93,15 @@ struct cancel_cb {
     void *arg;
     uint32_t state;
     int reason;                     /* copied at cancel: the token may be gone by fn */
+    cancel_token_t *hold;           /* on a cancel's pending list: the token whose
+                                     * callbacks' reference this one carries */
 };
 /* Callback states: odd values, so that storage never armed is unlikely to
  * pass for an armed callback. */
 enum {
     CANCEL_CB_ARMED = 0x41524d45u,   /* on a token's list or a cancel's pending list */
     CANCEL_CB_RUNNING = 0x52554e4fu, /* fn was handed the callback; it may be done */
-    CANCEL_CB_NULL = 0x4e554c4du,    /* nothing armed: NULL token, or its token was freed */
+    CANCEL_CB_NULL = 0x4e554c4du,    /* added on a NULL token: nothing armed */
     CANCEL_CB_IDLE = 0x49444c45u,    /* removed, or run and then removed */
 };
 _Static_assert(sizeof(struct cancel_cb) <= sizeof(cancel_callback_t),
@@ -113,7 +129,7 @@ static inline void cancel__unlock(void)
 /* The token's EXT, allocated (under cancel__lock) when missing; NULL: ENOMEM. */
 struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
 
-/* Take a reference unless the count already reached zero (the token is dying). */
+/* Take a reference unless the count already reached zero (the token is being freed). */
 bool cancel__token_try_ref(cancel_token_t *t);
 
 /* Release hooks run when a token with an EXT is freed, outside cancel__lock. */

@@ -138,15 +138,17 @@ cancel_token_t *cancel_token_ref(cancel_token_t *t)
         /* Relaxed: the caller already holds a reference, so the object is
          * published to this thread; only the count itself changes. */
         unsigned old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
-        CANCEL_ASSERT(old > 0);
+        CANCEL_ASSERT((old & CANCEL_REFS_COUNT) > 0);
     }
     return t;
 }
 
 bool cancel__token_try_ref(cancel_token_t *t)
 {
+    /* Never from zero: a count reaches zero only under the lock, when the
+     * token is already being freed. */
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
-    while (n != 0) {
+    while ((n & CANCEL_REFS_COUNT) != 0) {
         if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n + 1,
                                                   memory_order_acquire,
                                                   memory_order_relaxed))
@@ -155,37 +157,65 @@ bool cancel__token_try_ref(cancel_token_t *t)
     return false;
 }
 
-/* Frees T (its count reached zero) and returns its parent, still referenced. */
-static cancel_token_t *token_destroy(cancel_token_t *t)
+/* Frees T, already unlinked and unreachable, and returns its parent. */
+static cancel_token_t *token_free(cancel_token_t *t)
 {
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext) {
-        /* Registrations that could still reach T end before T goes. */
+        /* Registrations that could still reach T end before T goes: each of
+         * them reaches T only through cancel__token_try_ref, which fails
+         * from now on. */
         cancel__timer_forget(t, ext);
         cancel__link_forget(t, ext);
         cancel__signal_forget(t, ext);
-    }
-    cancel_token_t *parent = t->parent;
-    cancel__lock();
-    CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
-    /* Callbacks still armed will never run: disarm them, so that a later
-     * cancel_callback_remove finds nothing to unlink (and returns true). */
-    for (struct cancel_cb *cb = t->callbacks; cb; cb = cb->next)
-        cb->state = CANCEL_CB_NULL;
-    t->callbacks = NULL;
-    if (parent) {
-        *t->prev_link = t->next_sibling;
-        if (t->next_sibling)
-            t->next_sibling->prev_link = t->prev_link;
-    }
-    cancel__unlock();
-    if (ext) {
         if (ext->fd >= 0)
             close(ext->fd);
         free(ext);
     }
+    cancel_token_t *parent = t->parent;
     free(t);
     return parent;
+}
+
+/*
+ * Releases the last counted reference of T, under the lock, so that exactly
+ * one thread decides T's fate.  If T still has armed callbacks, the
+ * reference passes to them (CANCEL_REFS_HOLD): an armed callback keeps its
+ * token alive, as std::stop_callback does, without add and remove paying
+ * an atomic reference each.  Returns true when T is dead and unlinked.
+ */
+static bool release_last_locked(cancel_token_t *t)
+{
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    for (;;) {
+        if ((n & CANCEL_REFS_COUNT) > 1) {
+            /* Someone took a reference (try_ref) meanwhile: not the last. */
+            if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1,
+                                                      memory_order_acq_rel,
+                                                      memory_order_relaxed))
+                return false;
+            continue;
+        }
+        CANCEL_ASSERT((n & CANCEL_REFS_COUNT) == 1);
+        if (t->callbacks && !(n & CANCEL_REFS_HOLD)) {
+            if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n | CANCEL_REFS_HOLD,
+                                                      memory_order_acq_rel,
+                                                      memory_order_relaxed))
+                return false;
+            continue;
+        }
+        CANCEL_ASSERT(t->callbacks == NULL); /* the hold goes with the last one */
+        if (atomic_compare_exchange_weak_explicit(&t->refs, &n, 0, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            break;
+    }
+    CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
+    if (t->parent) {
+        *t->prev_link = t->next_sibling;
+        if (t->next_sibling)
+            t->next_sibling->prev_link = t->prev_link;
+    }
+    return true;
 }
 
 void cancel_token_unref(cancel_token_t *t)
@@ -193,16 +223,36 @@ void cancel_token_unref(cancel_token_t *t)
     /* A loop, not recursion: releasing the last leaf of a ten-million-deep
      * chain frees the whole chain in constant stack. */
     while (t) {
-        /* Release orders our earlier writes before the free; acquire makes
-         * every other releaser's writes visible to the one that frees.
-         * (acq_rel on the RMW rather than a separate acquire fence: same
-         * cost on x86, and ThreadSanitizer does not model fences.) */
-        unsigned old = atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel);
-        CANCEL_ASSERT(old > 0);
-        if (old != 1)
+        /* Not the last reference: one CAS.  acq_rel (not release plus a
+         * fence, which ThreadSanitizer does not model) orders our writes
+         * before the eventual free and makes others' visible to it. */
+        unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+        bool done = false;
+        while ((n & CANCEL_REFS_COUNT) > 1 && !done)
+            done = atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1,
+                                                         memory_order_acq_rel,
+                                                         memory_order_relaxed);
+        if (done)
             return;
-        t = token_destroy(t);
+        CANCEL_ASSERT((n & CANCEL_REFS_COUNT) == 1);
+        cancel__lock();
+        bool dead = release_last_locked(t);
+        cancel__unlock();
+        if (!dead)
+            return;
+        t = token_free(t);
     }
+}
+
+cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
+{
+    if (t->callbacks)
+        return NULL;
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    if (!(n & CANCEL_REFS_HOLD))
+        return NULL;
+    atomic_fetch_and_explicit(&t->refs, ~CANCEL_REFS_HOLD, memory_order_relaxed);
+    return t;
 }
 
 /* The callbacks a cancel collected, in the order they will run. */
@@ -228,6 +278,9 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     if (!list)
         return;
     t->callbacks = NULL;
+    /* If the callbacks held T's last reference, the first of them carries it
+     * to the pending list; whoever runs or removes it releases it. */
+    list->hold = cancel__drop_hold_locked(t);
     /* Each callback keeps a valid prev_link, so that cancel_callback_remove
      * can still unlink it from the pending list. */
     list->prev_link = pending->tail;
@@ -235,6 +288,7 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     struct cancel_cb *last = list;
     for (;; last = last->next) {
         last->reason = reason;
+        last->token = NULL; /* pending: no longer armed on T (see remove) */
         if (!last->next)
             break;
     }
@@ -396,7 +450,13 @@ bool cancel_token_cancel_at(cancel_token_t *t, int reason, const char *file, int
         if (pending.head)
             pending.head->prev_link = &pending.head;
         cb->state = CANCEL_CB_RUNNING;
+        cancel_token_t *hold = cb->hold;
         cancel__run_callback_locked(&op, cb, cb->reason);
+        if (hold) {
+            cancel__unlock();
+            cancel_token_unref(hold);
+            cancel__lock();
+        }
     }
     if (nested_elsewhere)
         wait_for_nested_ops(&op);

@@ -125,21 +125,85 @@ START_TEST(add_with_null_cb_or_fn_fails_with_einval_and_changes_nothing)
 }
 END_TEST
 
-START_TEST(armed_callback_takes_no_reference_and_releasing_the_token_disarms_it)
+START_TEST(armed_callback_keeps_its_released_token_alive_and_runs_through_the_parent)
 {
     cancel_token_t *p = cancel_token_new();
     cancel_token_t *t = cancel_token_child(p);
     struct seen s = { 0 };
     cancel_callback_t cb;
     cancel_callback_add(&cb, t, seen_cb, &s);
-    ck_assert_uint_eq(atomic_load(&t->refs), 1);
-    cancel_token_unref(t);                 /* frees T, disarms CB */
-    ck_assert_ptr_null(p->first_child);
-    ck_assert(cancel_token_cancel(p, 0));  /* T is gone: nothing to run */
-    ck_assert_int_eq(atomic_load(&s.runs), 0);
-    ck_assert(cancel_callback_remove(&cb));
+    ck_assert_uint_eq(atomic_load(&t->refs), 1);   /* add took no reference */
+    cancel_token_unref(t);                 /* the callback now holds T */
+    ck_assert_ptr_eq(p->first_child, t);
+    ck_assert(atomic_load(&t->refs) & CANCEL_REFS_HOLD);
+    ck_assert(cancel_token_cancel(p, EPIPE));
+    ck_assert_int_eq(atomic_load(&s.runs), 1);    /* ran exactly once ... */
+    ck_assert_int_eq(s.reason, EPIPE);
+    ck_assert_ptr_null(p->first_child);           /* ... and T went with it */
     ck_assert(!cancel_callback_remove(&cb));
+    cancel_token_unref(p);
+}
+END_TEST
+
+START_TEST(removing_the_last_callback_of_a_released_token_frees_it)
+{
+    cancel_token_t *p = cancel_token_new();
+    cancel_token_t *t = cancel_token_child(p);
+    struct seen s = { 0 };
+    cancel_callback_t a, b;
+    cancel_callback_add(&a, t, seen_cb, &s);
+    cancel_callback_add(&b, t, seen_cb, &s);
+    cancel_token_unref(t);
+    ck_assert(cancel_callback_remove(&a));
+    ck_assert_ptr_eq(p->first_child, t);          /* B still holds it */
+    ck_assert(cancel_callback_remove(&b));
+    ck_assert_ptr_null(p->first_child);           /* freed (ASan: no leak) */
+    ck_assert(cancel_token_cancel(p, 0));
     ck_assert_int_eq(atomic_load(&s.runs), 0);
+    cancel_token_unref(p);
+}
+END_TEST
+
+START_TEST(a_released_token_is_freed_after_its_last_callback_runs)
+{
+    cancel_token_t *p = cancel_token_new();
+    cancel_token_t *t = cancel_token_child(p);
+    struct seen s = { 0 };
+    cancel_callback_t first, second;
+    cancel_callback_add(&first, t, seen_cb, &s);
+    cancel_callback_add(&second, t, seen_cb, &s);
+    cancel_token_unref(t);
+    ck_assert(cancel_callback_remove(&second));
+    ck_assert_ptr_eq(p->first_child, t);
+    ck_assert(cancel_token_cancel(p, 0));
+    ck_assert_int_eq(atomic_load(&s.runs), 1);
+    ck_assert_ptr_null(p->first_child);
+    cancel_token_unref(p);
+}
+END_TEST
+
+static void remove_other(void *arg, int reason)
+{
+    (void)reason;
+    cancel_callback_t *other = arg;
+    /* OTHER is pending in this very cancel and carries its token's hold. */
+    if (!cancel_callback_remove(other))
+        abort();
+}
+
+START_TEST(removing_a_pending_callback_that_carries_the_hold_frees_the_token)
+{
+    cancel_token_t *p = cancel_token_new();
+    cancel_token_t *t = cancel_token_child(p);
+    struct seen s = { 0 };
+    cancel_callback_t on_parent, other, carrier;
+    cancel_callback_add(&other, t, seen_cb, &s);
+    cancel_callback_add(&carrier, t, seen_cb, &s);   /* list head: carries the hold */
+    cancel_callback_add(&on_parent, p, remove_other, &carrier);
+    cancel_token_unref(t);
+    ck_assert(cancel_token_cancel(p, 0));   /* p's callback runs first */
+    ck_assert_int_eq(atomic_load(&s.runs), 1); /* OTHER ran, CARRIER never */
+    ck_assert_ptr_null(p->first_child);
     cancel_token_unref(p);
 }
 END_TEST
@@ -746,7 +810,10 @@ int main(void)
     tcase_add_test(tc, add_on_cancelled_token_runs_inline_in_the_calling_thread_before_returning_one);
     tcase_add_test(tc, add_on_null_token_arms_nothing_and_remove_returns_true);
     tcase_add_test(tc, add_with_null_cb_or_fn_fails_with_einval_and_changes_nothing);
-    tcase_add_test(tc, armed_callback_takes_no_reference_and_releasing_the_token_disarms_it);
+    tcase_add_test(tc, armed_callback_keeps_its_released_token_alive_and_runs_through_the_parent);
+    tcase_add_test(tc, removing_the_last_callback_of_a_released_token_frees_it);
+    tcase_add_test(tc, a_released_token_is_freed_after_its_last_callback_runs);
+    tcase_add_test(tc, removing_a_pending_callback_that_carries_the_hold_frees_the_token);
     tcase_add_test(tc, add_and_remove_do_not_call_malloc);
     suite_add_tcase(s, tc);
 
