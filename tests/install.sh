@@ -23,5 +23,5 @@ cp "$top_srcdir/examples/demo.c" "$tmp/app/app.c"
 (cd "$tmp/app" && ${CC:-cc} -std=c11 -Wall -Werror $cflags app.c $libs -o app)
 libdir=$(pkg-config --define-prefix --variable=libdir cancel)
 LD_LIBRARY_PATH="$libdir" "$tmp/app/app" >"$tmp/app/out"
-grep -q "All tokens released" "$tmp/app/out" || { cat "$tmp/app/out"; exit 1; }
+grep -q "nothing leaked" "$tmp/app/out" || { cat "$tmp/app/out"; exit 1; }
 echo "installed, built with pkg-config ($cflags $libs) and ran"
