@@ -24,9 +24,13 @@
  *     and returns 1; we return the cancellation error without waiting.
  *
  * The counter starts every wait at zero: only our own callback writes the
- * wake fd, it is armed only while we wait, and cancel_callback_remove
- * returns false exactly when the callback ran (having waited for it to
- * finish), in which case we read the counter back to zero.  A signal that
+ * wake fd, it is armed only while we wait, and we read the counter back to
+ * zero whenever the callback ran: either we saw the wake fd readable (the
+ * write is done; the callback's argument is the fd number, so it touches
+ * no memory of ours, and the library never touches the callback storage
+ * after handing it to fn, so our frame may go at once without
+ * cancel_callback_remove), or cancel_callback_remove returned false after
+ * waiting for the callback to finish.  A signal that
  * interrupts ppoll (EINTR) is retried; the counter is not touched by it.
  *
  * Out of descriptors.  When the eventfd cannot be created (EMFILE, ENFILE,
@@ -240,9 +244,19 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
     }
     cancel__blocked_end();
 
-    /* false: the callback ran (remove waited for it), so it wrote once. */
-    if (armed && !cancel_callback_remove(&cb))
-        drain(efd);
+    if (armed) {
+        if (efd >= 0 && (set[n].revents & POLLIN)) {
+            /* The callback's write is done, and it touches nothing of ours
+             * after it (its argument is the fd number, and the library
+             * never touches CB once it handed it to fn): no need to wait in
+             * remove for the canceller to finish its bookkeeping, which
+             * would cost a second sleep on the wake path. */
+            drain(efd);
+        } else if (!cancel_callback_remove(&cb)) {
+            /* The callback ran (remove waited for it), so it wrote once. */
+            drain(efd);
+        }
+    }
     for (nfds_t i = 0; i < n; i++)
         fds[i].revents = set[i].revents;
     if (set != local)

@@ -1,0 +1,321 @@
+/*
+ * bench_io.c - wrapped blocking calls: how fast a cancel wakes a blocked
+ * thread, and what the wrappers cost when nothing blocks.
+ *
+ * Wake latency (cancel -> the blocked call has returned), p50 and p99:
+ *   io_wake_cancel_read      cancel_read on an empty pipe, token cancelled
+ *   io_wake_raw_eventfd      hand-written: poll on {pipe, eventfd}, eventfd written
+ *   io_wake_pthread_cancel   read on an empty pipe, pthread_cancel, to the cleanup handler
+ *   io_wake_poll_100ms_flag  poll with a 100 ms timeout and a flag check
+ * Fast paths (ns per call, data already there):
+ *   cancel_read / read on a pipe, cancel_recv / recv on a socketpair, under a
+ *   live token and with no current token.
+ */
+#define _GNU_SOURCE 1
+#include "bench.h"
+
+#include <cancel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define WAKE_ITERS 1000
+#define SLOW_ITERS 20
+
+/* Busy-waits NS nanoseconds, so that the sleeper is surely asleep in the kernel. */
+static void spin_ns(int64_t ns)
+{
+    int64_t end = bench_now_ns() + ns;
+    while (bench_now_ns() < end)
+        ;
+}
+
+static void report_latency(const char *name, double *v, int n, double *p50, double *p99)
+{
+    char buf[128];
+    *p99 = bench_quantile(v, n, 0.99);
+    *p50 = bench_quantile(v, n, 0.5);
+    snprintf(buf, sizeof buf, "%s_p50", name);
+    bench_print(buf, *p50 / 1000.0, "us");
+    snprintf(buf, sizeof buf, "%s_p99", name);
+    bench_print(buf, *p99 / 1000.0, "us");
+}
+
+/* ------------------------------------------------ cancel_read wake */
+
+struct waker {
+    int pipe[2];
+    int efd;
+    sem_t go, armed, done;
+    cancel_token_t *token;
+    _Atomic int64_t returned;
+    _Atomic int stop;
+    int mode;               /* 0: cancel_read, 1: raw eventfd+poll */
+};
+
+static void *wake_worker(void *arg)
+{
+    struct waker *w = arg;
+    char c;
+    for (;;) {
+        sem_wait(&w->go);
+        if (atomic_load(&w->stop))
+            return NULL;
+        if (w->mode == 0) {
+            cancel_token_t *prev = cancel_enter(w->token);
+            sem_post(&w->armed);
+            ssize_t r = cancel_read(w->pipe[0], &c, 1);
+            atomic_store(&w->returned, bench_now_ns());
+            (void)r;
+            cancel_leave(prev);
+        } else {
+            struct pollfd p[2] = { { w->pipe[0], POLLIN, 0 }, { w->efd, POLLIN, 0 } };
+            sem_post(&w->armed);
+            poll(p, 2, -1);
+            atomic_store(&w->returned, bench_now_ns());
+            uint64_t v;
+            ssize_t r = read(w->efd, &v, sizeof v);
+            (void)r;
+        }
+        sem_post(&w->done);
+    }
+}
+
+static void wake_run(int mode, double *lat, int n)
+{
+    struct waker w;
+    memset(&w, 0, sizeof w);
+    if (pipe(w.pipe) != 0)
+        exit(1);
+    w.efd = eventfd(0, EFD_CLOEXEC);
+    w.mode = mode;
+    sem_init(&w.go, 0, 0);
+    sem_init(&w.armed, 0, 0);
+    sem_init(&w.done, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, wake_worker, &w);
+    for (int i = 0; i < n; i++) {
+        if (mode == 0)
+            w.token = cancel_token_new();
+        sem_post(&w.go);
+        sem_wait(&w.armed);
+        spin_ns(50000);
+        int64_t t0 = bench_now_ns();
+        if (mode == 0) {
+            cancel_token_cancel(w.token, 0);
+        } else {
+            uint64_t one = 1;
+            ssize_t r = write(w.efd, &one, sizeof one);
+            (void)r;
+        }
+        sem_wait(&w.done);
+        lat[i] = (double)(atomic_load(&w.returned) - t0);
+        if (mode == 0)
+            cancel_token_unref(w.token);
+    }
+    atomic_store(&w.stop, 1);
+    sem_post(&w.go);
+    pthread_join(th, NULL);
+    close(w.pipe[0]);
+    close(w.pipe[1]);
+    close(w.efd);
+}
+
+/* ------------------------------------------------ pthread_cancel */
+
+struct pc {
+    int fd;
+    sem_t armed;
+    _Atomic int64_t cleaned;
+};
+
+static void pc_cleanup(void *arg)
+{
+    struct pc *p = arg;
+    atomic_store(&p->cleaned, bench_now_ns());
+}
+
+static void *pc_worker(void *arg)
+{
+    struct pc *p = arg;
+    char c;
+    pthread_cleanup_push(pc_cleanup, p);
+    sem_post(&p->armed);
+    for (;;) {
+        ssize_t r = read(p->fd, &c, 1);
+        (void)r;
+    }
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+static void pthread_cancel_run(double *lat, int n)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        exit(1);
+    for (int i = 0; i < n; i++) {
+        struct pc p = { .fd = fds[0] };
+        sem_init(&p.armed, 0, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, pc_worker, &p);
+        sem_wait(&p.armed);
+        spin_ns(50000);
+        int64_t t0 = bench_now_ns();
+        pthread_cancel(th);
+        pthread_join(th, NULL);
+        lat[i] = (double)(atomic_load(&p.cleaned) - t0);
+        sem_destroy(&p.armed);
+    }
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* ------------------------------------------------ poll + flag */
+
+struct pf {
+    int fd;
+    sem_t armed;
+    _Atomic int flag;
+    _Atomic int64_t noticed;
+};
+
+static void *pf_worker(void *arg)
+{
+    struct pf *p = arg;
+    struct pollfd q = { p->fd, POLLIN, 0 };
+    sem_post(&p->armed);
+    while (!atomic_load(&p->flag))
+        poll(&q, 1, 100);
+    atomic_store(&p->noticed, bench_now_ns());
+    return NULL;
+}
+
+static void poll_flag_run(double *lat, int n)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        exit(1);
+    for (int i = 0; i < n; i++) {
+        struct pf p = { .fd = fds[0] };
+        sem_init(&p.armed, 0, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, pf_worker, &p);
+        sem_wait(&p.armed);
+        /* Cancel at a point spread over the 100 ms period. */
+        spin_ns(50000 + (int64_t)(i * 7919 % 100) * 1000000 / 1);
+        int64_t t0 = bench_now_ns();
+        atomic_store(&p.flag, 1);
+        pthread_join(th, NULL);
+        lat[i] = (double)(atomic_load(&p.noticed) - t0);
+        sem_destroy(&p.armed);
+    }
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* ------------------------------------------------ fast paths */
+
+enum { FAST_N = 50000 };
+
+/* ns per one-byte read from FD (pre-filled through the writer end W). */
+static double per_read_once(int fd, int w, int kind)
+{
+    static char fill[FAST_N];
+    ssize_t put = 0;
+    while (put < FAST_N) {
+        ssize_t r = write(w, fill + put, (size_t)(FAST_N - put));
+        if (r <= 0)
+            exit(1);
+        put += r;
+    }
+    char c;
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < FAST_N; i++) {
+        ssize_t r;
+        switch (kind) {
+        case 0: r = read(fd, &c, 1); break;
+        case 1: r = cancel_read(fd, &c, 1); break;
+        case 2: r = recv(fd, &c, 1, 0); break;
+        default: r = cancel_recv(fd, &c, 1, 0); break;
+        }
+        BENCH_KEEP(r);
+    }
+    return (double)(bench_now_ns() - t0) / FAST_N;
+}
+
+int main(void)
+{
+    static double lat[WAKE_ITERS];
+    double p50, p99;
+
+    wake_run(1, lat, WAKE_ITERS);
+    double raw50, raw99;
+    report_latency("io_wake_raw_eventfd", lat, WAKE_ITERS, &raw50, &raw99);
+
+    wake_run(0, lat, WAKE_ITERS);
+    report_latency("io_wake_cancel_read", lat, WAKE_ITERS, &p50, &p99);
+
+    pthread_cancel_run(lat, WAKE_ITERS);
+    double pc50, pc99;
+    report_latency("io_wake_pthread_cancel", lat, WAKE_ITERS, &pc50, &pc99);
+
+    poll_flag_run(lat, SLOW_ITERS);
+    double pf50, pf99;
+    report_latency("io_wake_poll_100ms_flag", lat, SLOW_ITERS, &pf50, &pf99);
+
+    bench_ratio("io_wake_cancel_read_vs_raw_eventfd_p50", p50, raw50);
+    bench_ratio("io_wake_cancel_read_vs_pthread_cancel_p50", p50, pc50);
+    bench_ratio("io_wake_cancel_read_vs_poll_100ms_flag_p50", p50, pf50);
+
+    /* Fast paths: data already there. */
+    int pp[2], sp[2];
+    if (pipe(pp) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0)
+        return 1;
+    int sz = 1 << 20;
+    setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(sp[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    fcntl(pp[1], F_SETPIPE_SZ, 1 << 20);
+
+    /* The variants alternate within each repetition, so that drifts in
+     * machine speed hit all of them alike. */
+    double v[6][BENCH_REPS];
+    cancel_token_t *t = cancel_token_new();
+    for (int rep = 0; rep < BENCH_REPS; rep++) {
+        v[0][rep] = per_read_once(pp[0], pp[1], 0);
+        v[1][rep] = per_read_once(sp[1], sp[0], 2);
+        v[2][rep] = per_read_once(pp[0], pp[1], 1);
+        v[3][rep] = per_read_once(sp[1], sp[0], 3);
+        cancel_token_t *prev = cancel_enter(t);
+        v[4][rep] = per_read_once(pp[0], pp[1], 1);
+        v[5][rep] = per_read_once(sp[1], sp[0], 3);
+        cancel_leave(prev);
+    }
+    cancel_token_unref(t);
+    double plain_read = bench_median(v[0], BENCH_REPS);
+    double plain_recv = bench_median(v[1], BENCH_REPS);
+    double none_read = bench_median(v[2], BENCH_REPS);
+    double none_recv = bench_median(v[3], BENCH_REPS);
+    double tok_read = bench_median(v[4], BENCH_REPS);
+    double tok_recv = bench_median(v[5], BENCH_REPS);
+
+    bench_print("io_read_plain", plain_read, "ns");
+    bench_print("io_cancel_read_token_data_ready", tok_read, "ns");
+    bench_print("io_cancel_read_no_token", none_read, "ns");
+    bench_print("io_recv_plain", plain_recv, "ns");
+    bench_print("io_cancel_recv_token_data_ready", tok_recv, "ns");
+    bench_print("io_cancel_recv_no_token", none_recv, "ns");
+    bench_ratio("io_cancel_read_token_vs_read", tok_read, plain_read);
+    bench_ratio("io_cancel_recv_token_vs_recv", tok_recv, plain_recv);
+    bench_ratio("io_cancel_read_no_token_vs_read", none_read, plain_read);
+    bench_ratio("io_cancel_recv_no_token_vs_recv", none_recv, plain_recv);
+    return 0;
+}
