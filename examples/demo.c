@@ -9,6 +9,7 @@
  * Every scope is joined: the demo ends by checking that every task ran to
  * completion and that no descriptor leaked.
  */
+#define _GNU_SOURCE 1 /* dirfd, readlink */
 #include <cancel.h>
 
 #include <dirent.h>

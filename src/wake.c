@@ -57,6 +57,9 @@ static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 static pthread_key_t wake_key;
 static bool wake_key_ok;
 static __thread int wake_fd = -1;
+/* The wake fd was written and not yet read back.  Draining is deferred to
+ * the next wait that arms it, off the path of a cancelled call's return. */
+static __thread bool wake_dirty;
 
 /* Thread exit: the key's value is the wake fd plus one (never NULL when set). */
 static void wake_fd_destroy(void *value)
@@ -71,6 +74,7 @@ static void atfork_child(void)
     if (wake_fd >= 0) {
         close(wake_fd);
         wake_fd = -1;
+        wake_dirty = false;
         if (wake_key_ok)
             pthread_setspecific(wake_key, NULL);
     }
@@ -193,9 +197,13 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
     if (t) {
         efd = thread_wake_fd();
         if (efd >= 0) {
+            if (wake_dirty) {
+                drain(efd);
+                wake_dirty = false;
+            }
             if (cancel_callback_add(&cb, t, wake_cb, (void *)(intptr_t)efd) == 1) {
                 /* Cancelled between our check and the add: case 2 above. */
-                drain(efd);
+                wake_dirty = true;
                 if (set != local)
                     free(set);
                 return -cancel__reason_errno(cancel_token_reason(t));
@@ -251,10 +259,10 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
              * never touches CB once it handed it to fn): no need to wait in
              * remove for the canceller to finish its bookkeeping, which
              * would cost a second sleep on the wake path. */
-            drain(efd);
+            wake_dirty = true;
         } else if (!cancel_callback_remove(&cb)) {
             /* The callback ran (remove waited for it), so it wrote once. */
-            drain(efd);
+            wake_dirty = true;
         }
     }
     for (nfds_t i = 0; i < n; i++)
