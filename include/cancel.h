@@ -258,13 +258,32 @@ CANCEL_API void cancel_shield_end(void);
 /* ---------------------------------------------------------------------- */
 
 /*
- * Each behaves like the call it wraps until the calling thread's current
- * token is cancelled; from then on it fails at once, before any I/O, with
- * errno ECANCELED (ETIMEDOUT when the reason is ETIMEDOUT), every time.  A
- * thread blocked in one wakes promptly and the interrupted call moved
- * nothing.  Progress wins: a call that moved data returns it.  EINTR is
- * retried; descriptor flags are never changed; on an O_NONBLOCK descriptor
- * they never wait.  See cancel_read(3).
+ * The I/O wrappers.  Each takes the arguments of the POSIX call it is named
+ * after and returns what that call returns (-1 with errno on error; accept
+ * takes accept4's FLAGS).  They read the calling thread's current token
+ * (cancel_current):
+ *
+ *  - no current token, or inside a shield: the plain call, EINTR retried;
+ *  - current token cancelled: -1 at once, before any I/O, with errno
+ *    ECANCELED (ETIMEDOUT when the reason is ETIMEDOUT), every time;
+ *  - blocked when the token (or an ancestor) is cancelled: -1 with that
+ *    errno within microseconds, and nothing was consumed or produced;
+ *  - progress wins: a call that moved bytes, accepted a connection or
+ *    completed a connect returns that; the next call fails.  A blocking
+ *    write of more than fits keeps writing and returns the count written
+ *    when cancelled part way.
+ *
+ * Descriptor flags are never changed (connect toggles O_NONBLOCK on the
+ * caller's blocking socket and restores it); on an O_NONBLOCK descriptor
+ * they never wait (EAGAIN, as the plain call).  Regular files and block
+ * devices move at most 1 MiB per system call, with the token checked
+ * between.  A connect cancelled while in progress leaves the socket to the
+ * caller to close.  Errors: those of the wrapped call, plus ECANCELED,
+ * ETIMEDOUT, and ENOMEM (a poll of more than 7 descriptors whose set could
+ * not be allocated).  Thread safety: as the wrapped call.  No signal is used: each
+ * thread waits on an eventfd of its own, created on its first blocking
+ * wait and closed at thread exit; when none can be created (EMFILE), waits
+ * re-check the token every 10 ms instead.  See cancel_read(3).
  */
 CANCEL_API ssize_t cancel_read(int fd, void *buf, size_t n);
 CANCEL_API ssize_t cancel_write(int fd, const void *buf, size_t n);
@@ -282,24 +301,56 @@ CANCEL_API ssize_t cancel_recvmsg(int fd, struct msghdr *msg, int flags);
 CANCEL_API ssize_t cancel_sendmsg(int fd, const struct msghdr *msg, int flags);
 CANCEL_API int cancel_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 CANCEL_API int cancel_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+/* poll / epoll_wait: TIMEOUT_MS as the plain calls; events are collected
+ * only once ready, so a cancelled epoll_wait consumes no event. */
 CANCEL_API int cancel_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
 CANCEL_API int cancel_epoll_wait(int epfd, struct epoll_event *events, int maxevents,
                                  int timeout_ms);
+/*
+ * cancel_waitpid - waitpid that waits on a pidfd, so a cancel wakes it and
+ * no child is reaped by a cancelled call.  PID <= 0 (any child, a process
+ * group) and WUNTRACED/WCONTINUED re-check with WNOHANG every 10 ms while
+ * a cancel still wakes at once.  -1 with errno as waitpid, or ECANCELED /
+ * ETIMEDOUT.  See cancel_waitpid(3).
+ */
 CANCEL_API pid_t cancel_waitpid(pid_t pid, int *status, int options);
-/* pthread style: returns 0 or ECANCELED/ETIMEDOUT, always with MUTEX held. */
+/*
+ * cancel_cond_wait - pthread_cond_wait that also returns (ECANCELED or
+ * ETIMEDOUT, pthread style: returned, not in errno) when the current token
+ * is cancelled.  Always returns with MUTEX held, never loses a wakeup (a
+ * waiter returning ECANCELED passes on a signal it took).  The cancelling
+ * thread locks MUTEX to wake the waiter: cancelling while holding a normal
+ * MUTEX of a waiting cancel_cond_wait deadlocks (error-checking and
+ * recursive mutexes are safe).  See cancel_cond_wait(3).
+ */
 CANCEL_API int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
+/*
+ * cancel_sem_wait - sem_wait (0, or -1 with errno) that fails with
+ * ECANCELED/ETIMEDOUT once the current token is cancelled, taking no unit.
+ * POSIX has no way to wake one semaphore waiter: a cancel is noticed
+ * within 5 ms.
+ */
 CANCEL_API int cancel_sem_wait(sem_t *sem);
 
-/* cancel_wait_fd - wait until FD is ready for EVENTS (0), or -1 + errno. */
+/*
+ * cancel_wait_fd - the primitive under the wrappers, for making your own
+ * calls cancel-aware (a TLS library on a non-blocking socket): waits until
+ * FD is ready for EVENTS (POLLIN, POLLOUT; end of file and errors count as
+ * ready) whatever its flags.  0, or -1 with errno ECANCELED, ETIMEDOUT,
+ * EBADF, EINVAL.
+ */
 CANCEL_API int cancel_wait_fd(int fd, short events);
-/* cancel_sleep - sleep NS nanoseconds: 0, or -1 with errno ECANCELED/ETIMEDOUT. */
+/* cancel_sleep - sleep NS nanoseconds (not cut short by signals): 0, or -1
+ * with errno ECANCELED/ETIMEDOUT.  NS <= 0 only checks the token. */
 CANCEL_API int cancel_sleep(int64_t ns);
-/* cancel_sleep_until - sleep until the absolute CLOCK_MONOTONIC time *AT. */
+/* cancel_sleep_until - sleep until the absolute CLOCK_MONOTONIC time *AT;
+ * as cancel_sleep, plus EINVAL for a NULL or malformed AT. */
 CANCEL_API int cancel_sleep_until(const struct timespec *at);
 /*
- * cancel_read_full / cancel_write_all - loop until all N bytes moved;
- * return N (read_full: fewer only at end of file) or -1 with errno; *DONE
- * (when not NULL) always receives the count moved.
+ * cancel_read_full / cancel_write_all - loop until all N bytes moved.
+ * Return N (read_full: fewer only at end of file), else -1 with errno
+ * (including ECANCELED/ETIMEDOUT).  *DONE, when not NULL, always receives
+ * the count moved, so nothing read or written is unaccounted for.
  */
 CANCEL_API ssize_t cancel_read_full(int fd, void *buf, size_t n, size_t *done);
 CANCEL_API ssize_t cancel_write_all(int fd, const void *buf, size_t n, size_t *done);
