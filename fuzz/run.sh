@@ -57,11 +57,13 @@ echo "fuzz: fuzzing for $FUZZ_SECONDS s (log: $work/fuzz.log)"
     -print_final_stats=1 "$new" "$corpus" >"$work/fuzz.log" 2>&1 ||
     { tail -n 80 "$work/fuzz.log"; echo "fuzz: FAILED (crash input in $(pwd))"; exit 1; }
 tail -n 25 "$work/fuzz.log"
-# Keep only what adds coverage: merge into a fresh directory, then swap.
+# Keep only what adds edge coverage (-use_counters=0: hit counts do not
+# count, which keeps the committed corpus a few hundred tiny files): merge
+# into a fresh directory, then swap.
 merged="$work/merged"
 rm -rf "$merged"
 mkdir -p "$merged"
-"$bin" -merge=1 "$merged" "$corpus" "$new" >"$work/merge.log" 2>&1
+"$bin" -merge=1 -use_counters=0 "$merged" "$corpus" "$new" >"$work/merge.log" 2>&1
 tail -n 3 "$work/merge.log"
 rm -f "$corpus"/*
 cp "$merged"/* "$corpus"/ 2>/dev/null || true
