@@ -446,6 +446,16 @@ static const char *r_wait_fd_neg(void)
     return m;
 }
 
+static const char *r_cond_wait_null(void)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    const char *m = want_rc(cancel_cond_wait(NULL, &mu), EINVAL);
+    pthread_mutex_unlock(&mu);
+    return m;
+}
+static const char *r_sem_wait_null(void) { BOTH(want_errno(cancel_sem_wait(NULL), EINVAL)); }
+
 struct row {
     const char *fn, *input, *result;
     const char *(*check)(void);
@@ -511,6 +521,8 @@ static const struct row rows[] = {
     { "cancel_waitpid", "unknown options", "-1, errno EINVAL", r_waitpid_bad_flag, false },
     { "cancel_wait_fd", "closed fd", "-1, errno EBADF", r_wait_fd_closed, false },
     { "cancel_wait_fd", "fd -1", "-1, errno EBADF (today: waits until cancelled)", r_wait_fd_neg, true },
+    { "cancel_cond_wait", "NULL cond", "EINVAL (today: crashes, as pthread_cond_wait does)", r_cond_wait_null, true },
+    { "cancel_sem_wait", "NULL sem", "-1, errno EINVAL (today: crashes, as sem_wait does)", r_sem_wait_null, true },
     { "cancel_sleep_until", "NULL", "-1, errno EINVAL", r_sleep_until_null, false },
     { "cancel_sleep_until", "tv_nsec out of range", "-1, errno EINVAL", r_sleep_until_bad, false },
     { "cancel_sleep", "ns <= 0", "0 at once", r_sleep_negative, false },
