@@ -60,11 +60,29 @@ static __thread int wake_fd = -1;
 /* The wake fd was written and not yet read back.  Draining is deferred to
  * the next wait that arms it, off the path of a cancelled call's return. */
 static __thread bool wake_dirty;
+/*
+ * The callback that writes the wake fd lives in thread-local storage, not
+ * on the waiter's stack: a waiter whose wake fd fired returns without
+ * waiting for the canceller to come back from the callback, and removes it
+ * at its next wait (or at thread exit) instead.  That later remove orders
+ * the canceller's write before the wake fd is closed or re-armed.
+ */
+static __thread cancel_callback_t wake_slot;
+static __thread bool wake_slot_fired;
+
+static void settle_fired_callback(void)
+{
+    if (wake_slot_fired) {
+        cancel_callback_remove(&wake_slot); /* returns at once: fn is long done */
+        wake_slot_fired = false;
+    }
+}
 
 /* Thread exit: the key's value is the wake fd plus one (never NULL when set). */
 static void wake_fd_destroy(void *value)
 {
     int fd = (int)(intptr_t)value - 1;
+    settle_fired_callback();
     if (fd >= 0)
         close(fd);
 }
@@ -75,6 +93,7 @@ static void atfork_child(void)
         close(wake_fd);
         wake_fd = -1;
         wake_dirty = false;
+        wake_slot_fired = false;
         if (wake_key_ok)
             pthread_setspecific(wake_key, NULL);
     }
@@ -193,15 +212,15 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
 
     int efd = -1;
     bool armed = false;
-    cancel_callback_t cb;
     if (t) {
         efd = thread_wake_fd();
         if (efd >= 0) {
+            settle_fired_callback();
             if (wake_dirty) {
                 drain(efd);
                 wake_dirty = false;
             }
-            if (cancel_callback_add(&cb, t, wake_cb, (void *)(intptr_t)efd) == 1) {
+            if (cancel_callback_add(&wake_slot, t, wake_cb, (void *)(intptr_t)efd) == 1) {
                 /* Cancelled between our check and the add: case 2 above. */
                 wake_dirty = true;
                 if (set != local)
@@ -258,9 +277,10 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
              * after it (its argument is the fd number, and the library
              * never touches CB once it handed it to fn): no need to wait in
              * remove for the canceller to finish its bookkeeping, which
-             * would cost a second sleep on the wake path. */
+             * would cost a second sleep on the wake path; see wake_slot. */
             wake_dirty = true;
-        } else if (!cancel_callback_remove(&cb)) {
+            wake_slot_fired = true;
+        } else if (!cancel_callback_remove(&wake_slot)) {
             /* The callback ran (remove waited for it), so it wrote once. */
             wake_dirty = true;
         }

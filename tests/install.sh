@@ -20,7 +20,7 @@ cflags=$(pkg-config --define-prefix --cflags cancel)
 libs=$(pkg-config --define-prefix --libs cancel)
 mkdir "$tmp/app"
 cp "$top_srcdir/examples/demo.c" "$tmp/app/app.c"
-(cd "$tmp/app" && ${CC:-cc} -std=c11 -Wall -Werror $cflags app.c $libs -o app)
+(cd "$tmp/app" && ${CC:-cc} -std=c11 -Wall -Werror ${TEST_CFLAGS_ALL:-} $cflags app.c $libs ${TEST_LDFLAGS_ALL:-} -o app)
 libdir=$(pkg-config --define-prefix --variable=libdir cancel)
 LD_LIBRARY_PATH="$libdir" "$tmp/app/app" >"$tmp/app/out"
 grep -q "nothing leaked" "$tmp/app/out" || { cat "$tmp/app/out"; exit 1; }
