@@ -150,10 +150,13 @@ static void *worker_fn(void *arg)
                 parent = slot_get((int)(next_rand(rs) % SLOTS));
             if (!parent)
                 parent = cancel_token_ref(anchors[0]);
+            /* Read the parent first: a cancel that lands after the child is
+             * linked may still be walking towards it. */
+            bool parent_was_cancelled = cancel_token_is_cancelled(parent);
             cancel_token_t *c = cancel_token_child(parent);
             if (!c) {
                 VIOLATION();
-            } else if (cancel_token_is_cancelled(parent) && !cancel_token_is_cancelled(c)) {
+            } else if (parent_was_cancelled && !cancel_token_is_cancelled(c)) {
                 VIOLATION(); /* child of a cancelled parent is born cancelled */
             }
             cancel_token_unref(parent);
