@@ -835,7 +835,8 @@ END_TEST
 #if defined(__SANITIZE_THREAD__)
 enum { MANY = 2000 };
 #else
-enum { MANY = 10000 };
+/* make check-valgrind sets CANCEL_VALGRIND: memcheck cannot map 10 000 threads. */
+#define MANY (getenv("CANCEL_VALGRIND") ? 400 : 10000)
 #endif
 
 START_TEST(ten_thousand_tasks_block_in_one_scope_and_join_after_cancel)
