@@ -449,7 +449,10 @@ CANCEL_API cancel_token_t *cancel_scope_token(cancel_scope_t *s);
  * from a task of S; EINVAL for NULL.
  * cancel_scope_join_until - the same with an absolute CLOCK_MONOTONIC
  * DEADLINE (NULL: none); on ETIMEDOUT nothing is freed and S may be
- * inspected and joined again.
+ * inspected and joined again (it counts as a join started: spawn from
+ * outside gets EINVAL).  When the result itself is ETIMEDOUT (a deadline
+ * parent fired), join_until also returns ETIMEDOUT without freeing; the
+ * next join returns it at once and frees S.
  */
 CANCEL_API int cancel_scope_join(cancel_scope_t *s, void **value);
 CANCEL_API int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline,

@@ -544,6 +544,21 @@ int cancel_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
             return -1;
         }
         if (!checked) {
+            /* We poll before the first accept4, so the errors it would
+             * give at once (bad flags, a socket not listening) must be
+             * found here, or we would wait for a connection instead. */
+            int listening = 0;
+            socklen_t len = sizeof listening;
+            if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+                errno = EINVAL;
+                return -1;
+            }
+            if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+                return -1; /* EBADF, ENOTSOCK */
+            if (!listening) {
+                errno = EINVAL;
+                return -1;
+            }
             nonblocking = fd_nonblocking(fd);
             checked = true;
         }
@@ -696,6 +711,11 @@ int cancel_wait_fd(int fd, short events)
     int err = cancelled(t);
     if (err) {
         errno = err;
+        return -1;
+    }
+    if (fd < 0) {
+        /* poll ignores negative descriptors: it would wait for ever. */
+        errno = EBADF;
         return -1;
     }
     struct pollfd p = { .fd = fd, .events = events, .revents = 0 };

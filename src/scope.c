@@ -23,6 +23,8 @@
  */
 #include "internal.h"
 
+#include <fcntl.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,6 +449,14 @@ int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline, 
         rc = parent_reason;
     else if (s->terminated)
         v = s->value;
+    if (deadline && rc == ETIMEDOUT) {
+        /* The result itself is ETIMEDOUT (a deadline parent): freeing now
+         * would look like "timed out, still joinable" to the caller, who
+         * would then touch a freed scope.  Keep the rule "ETIMEDOUT from
+         * join_until frees nothing": the next join returns at once. */
+        pthread_mutex_unlock(&s->mu);
+        return ETIMEDOUT;
+    }
     pthread_mutex_unlock(&s->mu);
 
     /* Every task has finished and no worker touches the scope any more. */
@@ -532,6 +542,10 @@ int cancel_scope_dump(cancel_scope_t *s, int fd)
 {
     if (!s || fd < 0)
         return EINVAL;
+    /* Checked first: dprintf leaks its buffer on a descriptor it cannot
+     * write to. */
+    if (fcntl(fd, F_GETFD) < 0)
+        return EBADF;
     int64_t now = now_ns();
     int reason = cancel_token_reason(s->token);
     int rc = 0;

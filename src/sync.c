@@ -66,6 +66,8 @@ static void cond_wake(void *arg, int reason)
 
 int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
 {
+    if (!cond || !mutex)
+        return EINVAL; /* bad input never crashes (pthread's would) */
     cancel_token_t *t = cancel_current();
     if (!t)
         return pthread_cond_wait(cond, mutex);
@@ -104,6 +106,10 @@ int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
 
 int cancel_sem_wait(sem_t *sem)
 {
+    if (!sem) {
+        errno = EINVAL;
+        return -1;
+    }
     cancel_token_t *t = cancel_current();
     int r;
     if (!t) {

@@ -739,6 +739,23 @@ START_TEST(joining_from_inside_returns_edeadlk)
 }
 END_TEST
 
+START_TEST(join_until_keeps_a_scope_whose_own_result_is_etimedout)
+{
+    /* A deadline parent that already fired: the join result is ETIMEDOUT,
+     * so join_until must not free the scope (the caller cannot tell that
+     * from a timeout); the second join frees it (ASan sees any misuse). */
+    cancel_token_t *d = cancel_token_with_timeout(NULL, 0);
+    cancel_scope_t *s = cancel_scope_open_in(d, 0);
+    ck_assert_ptr_nonnull(s);
+    struct timespec far;
+    clock_gettime(CLOCK_MONOTONIC, &far);
+    far.tv_sec += 10;
+    ck_assert_int_eq(cancel_scope_join_until(s, &far, NULL), ETIMEDOUT);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ETIMEDOUT);
+    cancel_token_unref(d);
+}
+END_TEST
+
 START_TEST(join_until_times_out_then_join_again_succeeds)
 {
     cancel_scope_t *s = cancel_scope_open(0);
@@ -1146,6 +1163,7 @@ int main(void)
                          supervise_failures_do_not_cancel_siblings_and_results_come_from_handles } },
         { "join", { joining_from_inside_returns_edeadlk,
                     join_until_times_out_then_join_again_succeeds,
+                    join_until_keeps_a_scope_whose_own_result_is_etimedout,
                     join_is_not_cut_short_by_parent_cancellation,
                     nested_scopes_three_deep_are_cancelled_from_the_outermost } },
         { "threads", { ten_thousand_tasks_block_in_one_scope_and_join_after_cancel,
