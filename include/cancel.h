@@ -327,8 +327,8 @@ CANCEL_API int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex);
 /*
  * cancel_sem_wait - sem_wait (0, or -1 with errno) that fails with
  * ECANCELED/ETIMEDOUT once the current token is cancelled, taking no unit.
- * POSIX has no way to wake one semaphore waiter: a cancel is noticed
- * within 5 ms.
+ * Prompt on glibc and Linux 5.16+ (it waits on the semaphore's futex word
+ * and a wake word at once); elsewhere a cancel is noticed within 5 ms.
  */
 CANCEL_API int cancel_sem_wait(sem_t *sem);
 

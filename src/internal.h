@@ -199,6 +199,11 @@ int cancel__reason_errno(int reason);
 void cancel__blocked_begin(const char *call, int fd);
 void cancel__blocked_end(void);
 
+/* sem_futex.c: an exact cancel-aware sem_wait for a blocked caller; 0,
+ * -ECANCELED/-ETIMEDOUT, or -ENOSYS where the platform has none. */
+#include <semaphore.h>
+int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t);
+
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);
 struct timespec cancel__add_ns(struct timespec t, int64_t ns);

@@ -22,10 +22,11 @@
  *
  * cancel_sem_wait.  A semaphore can only be woken by sem_post, which
  * grants a unit that another waiter could take: no exact wake exists in
- * the POSIX API.  The wait is therefore sem_clockwait in slices of
- * SEM_SLICE_NS with the token read between slices: cancellation is
- * noticed within one slice (and at once when the token is already
- * cancelled).  No unit is ever taken on a cancelled return.
+ * the POSIX API.  On glibc and Linux, sem_futex.c waits on the semaphore's
+ * own futex word and a wake word at once (exact and prompt).  Elsewhere
+ * the wait is sem_clockwait in slices of SEM_SLICE_NS with the token read
+ * between slices: cancellation is noticed within one slice.  No unit is
+ * ever taken on a cancelled return.
  *
  * cancel_waitpid.  For one child (pid > 0) without WUNTRACED/WCONTINUED,
  * the wait is on a pidfd (pidfd_open), which polls readable when the child
@@ -132,6 +133,13 @@ int cancel_sem_wait(sem_t *sem)
                 break;
             cancel__blocked_begin("sem_wait", -1);
             blocked = true;
+            int exact = cancel__sem_wait_exact(sem, t);
+            if (exact != -ENOSYS) {
+                r = exact == 0 ? 0 : -1;
+                if (exact < 0)
+                    errno = -exact;
+                break;
+            }
         }
         struct timespec at = cancel__add_ns(cancel__now(), SEM_SLICE_NS);
         r = sem_clockwait(sem, CLOCK_MONOTONIC, &at);
