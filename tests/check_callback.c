@@ -13,31 +13,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static pid_t gettid_(void)
-{
-    return (pid_t)syscall(SYS_gettid);
-}
-
-/* Waits (at most 2 s) until thread TID sleeps in the kernel; see check_token.c. */
-static void wait_until_sleeping(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
-    while (tu_now_ns() < until) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return;
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *paren = strrchr(buf, ')');
-        if (paren && (paren[2] == 'S' || paren[2] == 'D'))
-            return;
-        sched_yield();
-    }
-}
 
 /* What a counting callback saw. */
 struct seen {
@@ -363,7 +338,7 @@ struct remover {
 static void *remover_thread(void *arg)
 {
     struct remover *r = arg;
-    atomic_store(&r->tid, gettid_());
+    atomic_store(&r->tid, tu_gettid());
     r->result = cancel_callback_remove(r->cb);
     r->finished_at_return = atomic_load(&r->b->finished);
     return NULL;
@@ -387,7 +362,7 @@ START_TEST(remove_of_a_callback_running_on_another_thread_waits_until_fn_returne
     tu_thread_start(&remover, remover_thread, &r);
     while (atomic_load(&r.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&r.tid));
+    tu_wait_until_sleeping(atomic_load(&r.tid));
     tu_latch_post(&b.release);
     tu_thread_join(remover);
     tu_thread_join(canceller);
@@ -430,7 +405,7 @@ START_TEST(remove_of_a_callback_running_inline_in_add_on_another_thread_waits)
     tu_thread_start(&remover, remover_thread, &r);
     while (atomic_load(&r.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&r.tid));
+    tu_wait_until_sleeping(atomic_load(&r.tid));
     tu_latch_post(&b.release);
     tu_thread_join(remover);
     tu_thread_join(adder);

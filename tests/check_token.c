@@ -22,35 +22,6 @@
 #define UNDER_SANITIZER 0
 #endif
 
-static pid_t gettid_(void)
-{
-    return (pid_t)syscall(SYS_gettid);
-}
-
-/*
- * Waits (at most 2 s) until thread TID sleeps in the kernel.  Used only to
- * give a buggy implementation the chance to show itself: a correct one
- * passes however early or late this returns.
- */
-static void wait_until_sleeping(pid_t tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
-    while (tu_now_ns() < until) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return;
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        const char *paren = strrchr(buf, ')');
-        if (paren && (paren[2] == 'S' || paren[2] == 'D'))
-            return;
-        sched_yield();
-    }
-}
 
 static size_t heap_in_use(void)
 {
@@ -609,7 +580,7 @@ struct canceller {
 static void *cancel_thread(void *arg)
 {
     struct canceller *c = arg;
-    atomic_store(&c->tid, gettid_());
+    atomic_store(&c->tid, tu_gettid());
     c->result = cancel_token_cancel(c->t, 0);
     c->watched_finished_at_return = atomic_load(&c->watch->finished);
     return NULL;
@@ -636,7 +607,7 @@ START_TEST(cancel_of_parent_waits_for_a_child_callback_running_on_another_thread
     tu_thread_start(&ta, cancel_thread, &parent_thread);
     while (atomic_load(&parent_thread.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&parent_thread.tid));
+    tu_wait_until_sleeping(atomic_load(&parent_thread.tid));
     tu_latch_post(&b.release);
     tu_thread_join(ta);
     tu_thread_join(tb);
@@ -695,7 +666,7 @@ START_TEST(cancel_from_a_callback_still_waits_for_callbacks_running_on_other_thr
     tu_thread_start(&ta, cancel_thread, &mid_thread);
     while (atomic_load(&mid_thread.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&mid_thread.tid));
+    tu_wait_until_sleeping(atomic_load(&mid_thread.tid));
     tu_latch_post(&b.release);
     tu_thread_join(ta);
     tu_thread_join(tb);
@@ -773,7 +744,7 @@ START_TEST(cancel_whose_callback_frees_the_token_races_an_ancestor_cancel_safely
     tu_thread_start(&ta, cancel_thread, &parent_thread);
     while (atomic_load(&parent_thread.tid) == 0)
         sched_yield();
-    wait_until_sleeping(atomic_load(&parent_thread.tid));
+    tu_wait_until_sleeping(atomic_load(&parent_thread.tid));
     tu_latch_post(&b.release);
     tu_thread_join(ta);
     tu_thread_join(tb);

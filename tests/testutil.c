@@ -4,6 +4,10 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <sched.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,4 +87,29 @@ int tu_run_suite(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+pid_t tu_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+void tu_wait_until_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    while (tu_now_ns() < until) {
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return;
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *paren = strrchr(buf, ')');
+        if (paren && (paren[2] == 'S' || paren[2] == 'D'))
+            return;
+        sched_yield();
+    }
 }

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
+#include <sys/types.h>
 
 /* Timeout, in seconds, for a TCase that can block (Check scales it by
  * CK_TIMEOUT_MULTIPLIER for sanitizer runs). */
@@ -38,6 +39,16 @@ typedef struct {
 void tu_latch_init(tu_latch_t *l);
 void tu_latch_post(tu_latch_t *l);
 void tu_latch_wait(tu_latch_t *l);
+
+/* The calling thread's kernel id. */
+pid_t tu_gettid(void);
+
+/*
+ * Waits (at most 2 s) until thread TID sleeps in the kernel.  Used only to
+ * give a buggy implementation the chance to show itself: a correct one
+ * passes however early or late this returns.
+ */
+void tu_wait_until_sleeping(pid_t tid);
 
 /* Run the suite in fork mode; returns the process exit status. */
 int tu_run_suite(Suite *s);
