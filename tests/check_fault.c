@@ -435,7 +435,9 @@ static void sc_blocking_read(void)
     /* A wait after a degraded one creates the wake fd again (so the run
      * ends with the same descriptors as one without a failure). */
     cancel_token_t *t;
-    while (!(t = cancel_token_with_timeout(NULL, 1000000)))
+    /* Long enough that even a ThreadSanitizer build reaches the blocking
+     * wait (and so creates the wake fd) before the deadline fires. */
+    while (!(t = cancel_token_with_timeout(NULL, 100 * 1000000LL)))
         FCHECK(met(errno, ENOMEM, EAGAIN));
     prev = cancel_enter(t);
     errno = 0;
