@@ -72,6 +72,22 @@ static int wait_one(cancel_token_t *t, int fd, short events, const char *call)
     return 0;
 }
 
+/*
+ * After a socket call made with MSG_DONTWAIT failed with ERR: 0 to try it
+ * again (EINTR, or the socket is now ready), else the errno to report (its
+ * own error, EAGAIN where the plain call would not have blocked, or the
+ * cancellation that ended the wait).
+ */
+static int socket_retry(cancel_token_t *t, int fd, int flags, int err, short events,
+                        const char *call)
+{
+    if (err == EINTR)
+        return 0;
+    if (err != EAGAIN || (flags & MSG_DONTWAIT) || fd_nonblocking(fd))
+        return err;
+    return wait_one(t, fd, events, call) < 0 ? errno : 0;
+}
+
 /* ---------------------------------------------------------------- iovecs */
 
 /* Sum of the lengths; false (EINVAL) on a bad count or an overflow. */
@@ -348,15 +364,8 @@ static ssize_t recv_cancel(cancel_token_t *t, int fd, void *buf, size_t n, int f
                 return (ssize_t)got;
             continue;
         }
-        err = errno;
-        if (err == EINTR)
-            continue;
-        if (err != EAGAIN || (flags & MSG_DONTWAIT) || fd_nonblocking(fd))
+        if ((err = socket_retry(t, fd, flags, errno, POLLIN, call)) != 0)
             break;
-        if (wait_one(t, fd, POLLIN, call) < 0) {
-            err = errno;
-            break;
-        }
     }
     if (got > 0)
         return (ssize_t)got;
@@ -413,12 +422,10 @@ ssize_t cancel_recvmsg(int fd, struct msghdr *msg, int flags)
         r = recvmsg(fd, msg, flags | MSG_DONTWAIT);
         if (r >= 0)
             return r;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN || (flags & MSG_DONTWAIT) || fd_nonblocking(fd))
+        if ((err = socket_retry(t, fd, flags, errno, POLLIN, "recvmsg")) != 0) {
+            errno = err;
             return -1;
-        if (wait_one(t, fd, POLLIN, "recvmsg") < 0)
-            return -1;
+        }
     }
 }
 
@@ -456,16 +463,8 @@ static ssize_t send_cancel(cancel_token_t *t, int fd, const struct msghdr *msg, 
                 break;
             continue;
         }
-        err = errno;
-        if (err == EINTR)
-            continue;
-        if (err != EAGAIN || (flags & MSG_DONTWAIT) || fd_nonblocking(fd))
+        if ((err = socket_retry(t, fd, flags, errno, POLLOUT, call)) != 0)
             break;
-        if (wait_one(t, fd, POLLOUT, call) < 0) {
-            err = errno;
-            break;
-        }
-        err = 0;
     }
     window_free(&w);
     if (done > 0 || err == 0)
