@@ -717,17 +717,7 @@ int cancel_wait_fd(int fd, short events)
         errno = EBADF;
         return -1;
     }
-    struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
-    int rc = cancel__wait_ready(t, &p, 1, NULL, "wait_fd");
-    if (rc < 0) {
-        errno = -rc;
-        return -1;
-    }
-    if (p.revents & POLLNVAL) {
-        errno = EBADF;
-        return -1;
-    }
-    return 0;
+    return wait_one(t, fd, events, "wait_fd");
 }
 
 /* ------------------------------------------------------ loop wrappers */
