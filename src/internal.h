@@ -204,6 +204,9 @@ void cancel__blocked_end(void);
 #include <semaphore.h>
 int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t);
 
+/* A detached library thread with every signal blocked (thread.c). */
+int cancel__start_service_thread(void *(*fn)(void *), void *arg, size_t stack_size);
+
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);
 struct timespec cancel__add_ns(struct timespec t, int64_t ns);

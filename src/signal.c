@@ -159,16 +159,7 @@ static int ensure_started_locked(void)
         return errno;
     /* The handler must never block on a full pipe. */
     fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int rc = pthread_create(&thread, &attr, sig_main, (void *)(intptr_t)fds[0]);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = cancel__start_service_thread(sig_main, (void *)(intptr_t)fds[0], 0);
     if (rc != 0) {
         close(fds[0]);
         close(fds[1]);

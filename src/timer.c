@@ -24,7 +24,6 @@
  */
 #include "internal.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
@@ -202,19 +201,7 @@ static int ensure_started_locked(void)
         return 0;
     if (timer_init_error)
         return timer_init_error;
-    /* The thread must not take the application's signals, and must not
-     * keep the process from exiting (detached, never joined). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    pthread_t thread;
-    int rc = pthread_create(&thread, &attr, timer_main, NULL);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = cancel__start_service_thread(timer_main, NULL, 64 * 1024);
     if (rc == 0) {
         started = true;
         wake_at = ZERO; /* it reads the heap before its first sleep */
