@@ -93,7 +93,8 @@ bool cancel_callback_remove(cancel_callback_t *callback)
         if (cb->token) /* still armed on its token, not pending in a cancel */
             release = cancel__drop_hold_locked(cb->token);
         cancel__unlock();
-        cancel_token_unref(release);
+        if (release)
+            cancel_token_unref(release);
         return true;
     }
     case CANCEL_CB_RUNNING:

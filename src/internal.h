@@ -41,7 +41,7 @@ struct token_ext;
 struct cancel_token {
     _Atomic int reason;             /* must stay first: part of the ABI */
     _Atomic unsigned refs;
-    struct cancel_token *parent;    /* holds a reference on it */
+    struct cancel_token *parent;    /* alive while we are linked to it */
     struct cancel_token *first_child;
     struct cancel_token *next_sibling;
     struct cancel_token **prev_link; /* the pointer that points at us */
@@ -51,16 +51,18 @@ struct cancel_token {
 
 /*
  * REFS: the reference count in the low 31 bits.  CANCEL_REFS_HOLD marks
- * one counted reference as held by the token's armed callbacks: set when
- * the last other reference is released while callbacks are armed, dropped
- * (cancel__drop_hold_locked) when the last of them is removed or moved to
- * a cancel.  The count reaches zero only under cancel__lock.
+ * one counted reference as held by the token's dependents (armed callbacks
+ * and linked children, which take no reference of their own): set when
+ * the last other reference is released while some are left, dropped
+ * (cancel__drop_hold_locked) when the last of them goes.  The count
+ * reaches zero only under cancel__lock.
  */
 #define CANCEL_REFS_HOLD 0x80000000u
 #define CANCEL_REFS_COUNT 0x7fffffffu
 
-/* Clears T's hold when no callback is armed on it any more; returns T when
- * the caller must cancel_token_unref it once unlocked, else NULL. */
+/* Clears T's hold when no callback is armed on it and no child is linked
+ * to it any more; returns T when the caller must release that reference
+ * (cancel_token_unref once unlocked), else NULL. */
 cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t);
 
 /* Optional parts of a token; see cancel__token_ext. */
@@ -107,22 +109,39 @@ enum {
 _Static_assert(sizeof(struct cancel_cb) <= sizeof(cancel_callback_t),
                "cancel_callback_t too small");
 
-/* The one lock that guards token trees and callback lists (lock.c). */
-extern _Atomic int cancel__lock_word;
+/*
+ * The one lock that guards token trees and callback lists (lock.c).  Its
+ * unlock is a plain store and a plain load (no atomic read-modify-write):
+ * see lock.c for why that cannot lose a sleeper's wake-up.
+ */
+struct cancel_lock {
+    _Atomic int held;       /* 0 free, 1 held */
+    _Atomic int sleepers;   /* threads that may sleep in the kernel for it */
+};
+extern struct cancel_lock cancel__lock_state;
+/* No membarrier(2) here: unlock pays a full fence instead (set once, at load). */
+extern bool cancel__lock_fenced;
 void cancel__lock_slow(void);
 void cancel__unlock_wake(void);
 
 static inline void cancel__lock(void)
 {
     int expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&cancel__lock_word, &expected, 1,
+    if (!atomic_compare_exchange_strong_explicit(&cancel__lock_state.held, &expected, 1,
                                                  memory_order_acquire, memory_order_relaxed))
         cancel__lock_slow();
 }
 
 static inline void cancel__unlock(void)
 {
-    if (atomic_exchange_explicit(&cancel__lock_word, 0, memory_order_release) == 2)
+    atomic_store_explicit(&cancel__lock_state.held, 0, memory_order_release);
+    /* The store must come before the load in program order; the sleeper's
+     * membarrier supplies the hardware fence between them. */
+    if (cancel__lock_fenced)
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&cancel__lock_state.sleepers, memory_order_relaxed))
         cancel__unlock_wake();
 }
 

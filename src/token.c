@@ -115,8 +115,7 @@ cancel_token_t *cancel_token_child(cancel_token_t *parent)
     cancel_token_t *t = token_alloc();
     if (!t || !parent)
         return t;
-    cancel_token_ref(parent);
-    t->parent = parent;
+    t->parent = parent; /* no reference: a linked child keeps it (see release_locked) */
     cancel__lock();
     /* Under the lock: a concurrent cancel of PARENT either sees us linked
      * and flags us, or flagged PARENT before we copy its reason. */
@@ -157,8 +156,8 @@ bool cancel__token_try_ref(cancel_token_t *t)
     return false;
 }
 
-/* Frees T, already unlinked and unreachable, and returns its parent. */
-static cancel_token_t *token_free(cancel_token_t *t)
+/* Frees T, already unlinked and unreachable, outside the lock. */
+static void token_free(cancel_token_t *t)
 {
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext) {
@@ -172,44 +171,52 @@ static cancel_token_t *token_free(cancel_token_t *t)
             close(ext->fd);
         free(ext);
     }
-    cancel_token_t *parent = t->parent;
     free(t);
-    return parent;
 }
 
 /*
- * Releases the last counted reference of T, under the lock, so that exactly
- * one thread decides T's fate.  If T still has armed callbacks, the
- * reference passes to them (CANCEL_REFS_HOLD): an armed callback keeps its
- * token alive, as std::stop_callback does, without add and remove paying
- * an atomic reference each.  Returns true when T is dead and unlinked.
+ * Releases one counted reference of T under the lock, the last one
+ * included, so that exactly one thread decides T's fate.  A token that
+ * still has dependents (armed callbacks or linked children) is not freed:
+ * its last reference passes to them (CANCEL_REFS_HOLD), as an armed
+ * std::stop_callback keeps its state alive, without add, remove, child
+ * create or child release paying an atomic reference each.  Returns true
+ * when T is dead and unlinked from its parent.
  */
-static bool release_last_locked(cancel_token_t *t)
+static bool release_locked(cancel_token_t *t)
 {
-    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    /* Acquire: the other holders' writes (their releases were acq_rel)
+     * happen before our free. */
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_acquire);
     for (;;) {
         if ((n & CANCEL_REFS_COUNT) > 1) {
             /* Someone took a reference (try_ref) meanwhile: not the last. */
             if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1,
                                                       memory_order_acq_rel,
-                                                      memory_order_relaxed))
+                                                      memory_order_acquire))
                 return false;
             continue;
         }
-        CANCEL_ASSERT((n & CANCEL_REFS_COUNT) == 1);
-        if (t->callbacks && !(n & CANCEL_REFS_HOLD)) {
+        /* The hold is released only after cancel__drop_hold_locked cleared it. */
+        CANCEL_ASSERT(n == 1);
+        if (t->callbacks || t->first_child) {
             if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n | CANCEL_REFS_HOLD,
                                                       memory_order_acq_rel,
-                                                      memory_order_relaxed))
+                                                      memory_order_acquire))
                 return false;
             continue;
         }
-        CANCEL_ASSERT(t->callbacks == NULL); /* the hold goes with the last one */
+        if (!atomic_load_explicit(&t->ext, memory_order_relaxed)) {
+            /* Only registrations kept in an EXT (timer, link, signal) take
+             * references without holding one (try_ref), and an EXT is only
+             * created under the lock: nobody else can touch the count. */
+            atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
+            break;
+        }
         if (atomic_compare_exchange_weak_explicit(&t->refs, &n, 0, memory_order_acq_rel,
-                                                  memory_order_relaxed))
+                                                  memory_order_acquire))
             break;
     }
-    CANCEL_ASSERT(t->first_child == NULL); /* children hold references */
     if (t->parent) {
         *t->prev_link = t->next_sibling;
         if (t->next_sibling)
@@ -220,33 +227,42 @@ static bool release_last_locked(cancel_token_t *t)
 
 void cancel_token_unref(cancel_token_t *t)
 {
-    /* A loop, not recursion: releasing the last leaf of a ten-million-deep
-     * chain frees the whole chain in constant stack. */
-    while (t) {
-        /* Not the last reference: one CAS.  acq_rel (not release plus a
-         * fence, which ThreadSanitizer does not model) orders our writes
-         * before the eventual free and makes others' visible to it. */
-        unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
-        bool done = false;
-        while ((n & CANCEL_REFS_COUNT) > 1 && !done)
-            done = atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1,
-                                                         memory_order_acq_rel,
-                                                         memory_order_relaxed);
-        if (done)
+    if (!t)
+        return;
+    /* Not the last reference: one CAS.  acq_rel (not release plus a fence,
+     * which ThreadSanitizer does not model) orders our writes before the
+     * eventual free and makes others' visible to it. */
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    while ((n & CANCEL_REFS_COUNT) > 1)
+        if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
             return;
-        CANCEL_ASSERT((n & CANCEL_REFS_COUNT) == 1);
-        cancel__lock();
-        bool dead = release_last_locked(t);
-        cancel__unlock();
-        if (!dead)
-            return;
-        t = token_free(t);
+    CANCEL_ASSERT((n & CANCEL_REFS_COUNT) == 1);
+
+    /* Freeing a leaf can orphan an ancestor that only its children kept
+     * alive, and so on up: a loop, not recursion, so that the last leaf of
+     * a ten-million-deep chain frees the chain in constant stack.  The dead
+     * are chained through next_sibling and freed once the lock is dropped
+     * (their release hooks take other locks). */
+    cancel_token_t *dead = NULL;
+    cancel__lock();
+    while (t && release_locked(t)) {
+        cancel_token_t *parent = t->parent;
+        t->next_sibling = dead;
+        dead = t;
+        t = parent ? cancel__drop_hold_locked(parent) : NULL;
+    }
+    cancel__unlock();
+    while (dead) {
+        cancel_token_t *next = dead->next_sibling;
+        token_free(dead);
+        dead = next;
     }
 }
 
 cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
 {
-    if (t->callbacks)
+    if (t->callbacks || t->first_child)
         return NULL;
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
     if (!(n & CANCEL_REFS_HOLD))

@@ -218,12 +218,12 @@ END_TEST
 
 /* ------------------------------------------------------------ references and memory */
 
-START_TEST(child_holds_a_reference_on_its_parent)
+START_TEST(child_keeps_its_parent_without_a_counted_reference)
 {
     cancel_token_t *p = cancel_token_new();
     cancel_token_t *c = cancel_token_child(p);
     ck_assert_ptr_eq(c->parent, p);
-    ck_assert_uint_eq(refs_of(p), 2);
+    ck_assert_uint_eq(refs_of(p), 1);     /* linking costs no atomic reference */
     cancel_token_unref(c);
     ck_assert_uint_eq(refs_of(p), 1);
     cancel_token_unref(p);
@@ -234,12 +234,78 @@ START_TEST(parent_does_not_keep_children_alive_and_outlives_them_as_needed)
 {
     cancel_token_t *p = cancel_token_new();
     cancel_token_t *c = cancel_token_child(p);
-    cancel_token_unref(p);                /* the child still holds it */
-    ck_assert_uint_eq(refs_of(p), 1);
+    cancel_token_unref(p);                /* the linked child still holds it */
+    ck_assert_uint_eq(refs_of(p), CANCEL_REFS_HOLD | 1);
+    ck_assert_ptr_eq(p->first_child, c);
     ck_assert_uint_eq(refs_of(c), 1);     /* the parent holds no reference */
     ck_assert(!cancel_token_is_cancelled(c));
     ck_assert(cancel_token_cancel(c, 0));
     cancel_token_unref(c);                /* frees both (ASan checks) */
+}
+END_TEST
+
+static void count_runs(void *arg, int reason)
+{
+    (void)reason;
+    ++*(int *)arg;
+}
+
+/* Released ancestors that only a linked descendant keeps still propagate
+ * and run their callbacks, and go, all of them, with that descendant. */
+START_TEST(released_ancestors_live_while_a_descendant_is_linked_and_go_with_it)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *a = cancel_token_child(root);
+    cancel_token_t *b = cancel_token_child(a);
+    cancel_token_t *c = cancel_token_child(b);
+    int runs = 0;
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, b, count_runs, &runs), 0);
+    cancel_token_unref(a);
+    cancel_token_unref(b);
+    ck_assert_uint_eq(refs_of(a), CANCEL_REFS_HOLD | 1);
+    ck_assert_uint_eq(refs_of(b), CANCEL_REFS_HOLD | 1);
+    ck_assert(cancel_token_cancel(root, 77));
+    ck_assert_int_eq(runs, 1);
+    ck_assert_int_eq(cancel_token_reason(c), 77);
+    ck_assert_uint_eq(refs_of(b), CANCEL_REFS_HOLD | 1); /* c still keeps b */
+    ck_assert_ptr_eq(root->first_child, a);
+    cancel_token_unref(c);                /* frees c, b and a (ASan checks) */
+    ck_assert_ptr_null(root->first_child);
+    ck_assert_uint_eq(refs_of(root), 1);
+    ck_assert(!cancel_callback_remove(&cb)); /* it ran */
+    cancel_token_unref(root);
+}
+END_TEST
+
+/* A released parent stays until both its last child and its last armed
+ * callback are gone, whichever goes last. */
+START_TEST(released_parent_goes_with_its_last_child_or_callback_whichever_is_last)
+{
+    for (int child_last = 0; child_last < 2; child_last++) {
+        cancel_token_t *root = cancel_token_new();
+        cancel_token_t *p = cancel_token_child(root);
+        cancel_token_t *c = cancel_token_child(p);
+        int runs = 0;
+        cancel_callback_t cb;
+        ck_assert_int_eq(cancel_callback_add(&cb, p, count_runs, &runs), 0);
+        cancel_token_unref(p);
+        ck_assert_uint_eq(refs_of(p), CANCEL_REFS_HOLD | 1);
+        if (child_last) {
+            ck_assert(cancel_callback_remove(&cb));
+            ck_assert_uint_eq(refs_of(p), CANCEL_REFS_HOLD | 1);
+            ck_assert_ptr_eq(root->first_child, p);
+            cancel_token_unref(c);
+        } else {
+            cancel_token_unref(c);
+            ck_assert_uint_eq(refs_of(p), CANCEL_REFS_HOLD | 1);
+            ck_assert_ptr_eq(root->first_child, p);
+            ck_assert(cancel_callback_remove(&cb));
+        }
+        ck_assert_ptr_null(root->first_child); /* p is gone (ASan checks) */
+        ck_assert_int_eq(runs, 0);
+        cancel_token_unref(root);
+    }
 }
 END_TEST
 
@@ -868,7 +934,7 @@ START_TEST(child_fails_with_enomem_and_leaves_the_parent_untouched)
         }
         failures++;
         ck_assert_int_eq(err, ENOMEM);
-        ck_assert_uint_eq(refs_of(p), 2);
+        ck_assert_uint_eq(refs_of(p), 1);
         ck_assert_ptr_eq(p->first_child, sib);
         ck_assert_ptr_null(sib->next_sibling);
         if (!UNDER_SANITIZER)
@@ -930,8 +996,10 @@ int main(void)
 
     tc = tcase_create("memory");
     tcase_set_timeout(tc, TU_TIMEOUT);
-    tcase_add_test(tc, child_holds_a_reference_on_its_parent);
+    tcase_add_test(tc, child_keeps_its_parent_without_a_counted_reference);
     tcase_add_test(tc, parent_does_not_keep_children_alive_and_outlives_them_as_needed);
+    tcase_add_test(tc, released_ancestors_live_while_a_descendant_is_linked_and_go_with_it);
+    tcase_add_test(tc, released_parent_goes_with_its_last_child_or_callback_whichever_is_last);
     tcase_add_test(tc, released_child_leaves_its_parents_list_at_once);
     tcase_add_test(tc, releasing_children_in_any_order_keeps_the_sibling_list_intact);
     tcase_add_test(tc, root_outliving_a_million_released_children_holds_no_memory_for_them);
