@@ -148,6 +148,14 @@ static inline void cancel__unlock(void)
 /* The token's EXT, allocated (under cancel__lock) when missing; NULL: ENOMEM. */
 struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
 
+/* Token memory (token_mem.c): a block of sizeof(cancel_token_t) bytes from
+ * a per-thread cache in front of malloc (NULL: out of memory), and back. */
+void *cancel__token_mem_alloc(void);
+void cancel__token_mem_free(void *block);
+/* Tests that count allocations set it first; under valgrind it is set. */
+extern bool cancel__token_cache_off;
+unsigned cancel__token_cache_count(void);   /* this thread's cached blocks */
+
 /* Take a reference unless the count already reached zero (the token is being freed). */
 bool cancel__token_try_ref(cancel_token_t *t);
 

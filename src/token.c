@@ -89,7 +89,7 @@ struct token_ext *cancel__token_ext_locked(cancel_token_t *t)
 
 static cancel_token_t *token_alloc(void)
 {
-    cancel_token_t *t = malloc(sizeof *t);
+    cancel_token_t *t = cancel__token_mem_alloc();
     if (!t) {
         errno = ENOMEM;
         return NULL;
@@ -171,7 +171,7 @@ static void token_free(cancel_token_t *t)
             close(ext->fd);
         free(ext);
     }
-    free(t);
+    cancel__token_mem_free(t);
 }
 
 /*

@@ -304,6 +304,7 @@ END_TEST
 
 int main(void)
 {
+    cancel__token_cache_off = true; /* every token allocation is malloc's, as counted */
     Suite *s = suite_create("current");
 
     TCase *tc = tcase_create("current");

@@ -673,6 +673,7 @@ static Suite *fault_suite(void)
 
 int main(void)
 {
+    cancel__token_cache_off = true; /* every token allocation is malloc's, as counted */
     report = mmap(NULL, sizeof *report, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     totals = mmap(NULL, sizeof *totals, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (report == MAP_FAILED || totals == MAP_FAILED)

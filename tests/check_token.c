@@ -369,6 +369,100 @@ START_TEST(root_outliving_a_million_released_children_holds_no_memory_for_them)
 }
 END_TEST
 
+/* ------------------------------------------------------------ memory cache */
+
+/* Each test turns the per-thread token cache on (main turns it off for the
+ * allocation-counting tests) and off again.  Under the sanitizers it is
+ * compiled out: every block goes straight back to malloc. */
+enum { CACHE_BOUND = 32 };
+
+START_TEST(released_token_memory_serves_the_next_token_of_the_thread)
+{
+    cancel__token_cache_off = false;
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *c = cancel_token_child(root);
+    void *block = c;
+    unsigned cached = cancel__token_cache_count();
+    cancel_token_unref(c);
+    if (UNDER_SANITIZER) {
+        ck_assert_uint_eq(cancel__token_cache_count(), 0);
+    } else {
+        ck_assert_uint_eq(cancel__token_cache_count(), cached + 1);
+        cancel_token_t *again = cancel_token_child(root);
+        ck_assert_ptr_eq(again, block);   /* last in, first out: still warm */
+        ck_assert_uint_eq(cancel__token_cache_count(), cached);
+        ck_assert(is_child_of(again, root));
+        ck_assert(!cancel_token_is_cancelled(again));
+        ck_assert_uint_eq(refs_of(again), 1);
+        ck_assert_ptr_null(again->first_child);
+        ck_assert_ptr_null(atomic_load(&again->ext));
+        cancel_token_unref(again);
+    }
+    cancel_token_unref(root);
+    cancel__token_cache_off = true;
+}
+END_TEST
+
+START_TEST(the_cache_keeps_a_bounded_number_of_blocks)
+{
+    enum { N = 1000 };
+    static cancel_token_t *kids[N];
+    cancel__token_cache_off = false;
+    cancel_token_t *root = cancel_token_new();
+    for (int i = 0; i < N; i++)
+        kids[i] = cancel_token_child(root);
+    size_t before = heap_in_use();
+    for (int i = 0; i < N; i++)
+        cancel_token_unref(kids[i]);
+    size_t after = heap_in_use();
+    ck_assert_uint_le(cancel__token_cache_count(), CACHE_BOUND);
+    if (!UNDER_SANITIZER) {
+        ck_assert_uint_eq(cancel__token_cache_count(), CACHE_BOUND);
+        /* 1000 blocks went back to malloc but the cached 32 (64 B each). */
+        ck_assert_uint_le(before - after + CACHE_BOUND * 64, N * 64);
+        ck_assert_uint_ge(before - after + CACHE_BOUND * 64 + 4096, N * 64);
+    }
+    ck_assert_ptr_null(root->first_child);
+    cancel_token_unref(root);
+    cancel__token_cache_off = true;
+}
+END_TEST
+
+static void *fill_cache_and_exit(void *arg)
+{
+    cancel_token_t *root = arg;
+    cancel_token_t *kids[2 * CACHE_BOUND];
+    for (int i = 0; i < 2 * CACHE_BOUND; i++)
+        kids[i] = cancel_token_child(root);
+    for (int i = 0; i < 2 * CACHE_BOUND; i++)
+        cancel_token_unref(kids[i]);
+    return (void *)(uintptr_t)cancel__token_cache_count();
+}
+
+START_TEST(an_exiting_thread_hands_its_cached_blocks_back_to_malloc)
+{
+    cancel__token_cache_off = false;
+    cancel_token_t *root = cancel_token_new();
+    /* A first thread pays whatever thread start and exit keep for good. */
+    pthread_t th;
+    void *cached;
+    ck_assert_int_eq(pthread_create(&th, NULL, fill_cache_and_exit, root), 0);
+    ck_assert_int_eq(pthread_join(th, &cached), 0);
+    size_t before = heap_in_use();
+    ck_assert_int_eq(pthread_create(&th, NULL, fill_cache_and_exit, root), 0);
+    ck_assert_int_eq(pthread_join(th, &cached), 0);
+    size_t after = heap_in_use();
+    if (!UNDER_SANITIZER) {
+        ck_assert_uint_eq((uintptr_t)cached, CACHE_BOUND); /* it did cache */
+        /* Its 32 cached blocks (2 KiB) are gone with it. */
+        ck_assert_uint_le(after, before + 512);
+    }
+    ck_assert_ptr_null(root->first_child);
+    cancel_token_unref(root);
+    cancel__token_cache_off = true;
+}
+END_TEST
+
 /* ------------------------------------------------------------ depth */
 
 /* Ten million; a million under sanitizers (ten times slower per node),
@@ -974,6 +1068,7 @@ END_TEST
 
 int main(void)
 {
+    cancel__token_cache_off = true; /* every token allocation is malloc's, as counted */
     Suite *s = suite_create("token");
 
     TCase *tc = tcase_create("basics");
@@ -1015,6 +1110,12 @@ int main(void)
     tcase_add_test(tc, cancelling_an_ancestor_from_a_callback_on_the_same_thread_does_not_deadlock);
     tcase_add_loop_test(tc, cancel_whose_callback_frees_the_token_races_an_ancestor_cancel_safely, 0, 20);
     tcase_add_loop_test(tc, callbacks_cancelling_each_others_ancestors_across_threads_do_not_deadlock, 0, 10);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("memory cache");
+    tcase_add_test(tc, released_token_memory_serves_the_next_token_of_the_thread);
+    tcase_add_test(tc, the_cache_keeps_a_bounded_number_of_blocks);
+    tcase_add_test(tc, an_exiting_thread_hands_its_cached_blocks_back_to_malloc);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("allocation failure");

@@ -25,3 +25,11 @@ libdir=$(pkg-config --define-prefix --variable=libdir cancel)
 LD_LIBRARY_PATH="$libdir" "$tmp/app/app" >"$tmp/app/out"
 grep -q "nothing leaked" "$tmp/app/out" || { cat "$tmp/app/out"; exit 1; }
 echo "installed, built with pkg-config ($cflags $libs) and ran"
+
+# Loaded with dlopen, as a plugin would load it.
+${CC:-cc} -std=c11 -Wall -Werror ${TEST_CFLAGS_ALL:-} "$top_srcdir/tests/dlopen_app.c" \
+    ${TEST_LDFLAGS_ALL:-} -pthread -ldl -o "$tmp/app/dlopen_app"
+soname=$(cd "$libdir" && ls libcancel.so.* | head -n 1)
+"$tmp/app/dlopen_app" "$libdir/$soname" | grep -q "dlopen ok" ||
+    { echo "libcancel could not be used through dlopen"; exit 1; }
+echo "loaded with dlopen and used from two threads"
