@@ -119,8 +119,6 @@ struct cancel_lock {
     _Atomic int sleepers;   /* threads that may sleep in the kernel for it */
 };
 extern struct cancel_lock cancel__lock_state;
-/* No membarrier(2) here: unlock pays a full fence instead (set once, at load). */
-extern bool cancel__lock_fenced;
 void cancel__lock_slow(void);
 void cancel__unlock_wake(void);
 
@@ -135,12 +133,10 @@ static inline void cancel__lock(void)
 static inline void cancel__unlock(void)
 {
     atomic_store_explicit(&cancel__lock_state.held, 0, memory_order_release);
-    /* The store must come before the load in program order; the sleeper's
-     * membarrier supplies the hardware fence between them. */
-    if (cancel__lock_fenced)
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_signal_fence(memory_order_seq_cst);
+    /* The store must stay before the load in program order (a relaxed
+     * load may otherwise move up); the sleeper's membarrier supplies the
+     * hardware fence between them. */
+    atomic_signal_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&cancel__lock_state.sleepers, memory_order_relaxed))
         cancel__unlock_wake();
 }

@@ -9,18 +9,19 @@
  *
  * The unlocker stores 0, then reads SLEEPERS and wakes one if it is not
  * zero.  A contender first spins, then counts itself in SLEEPERS, then
- * issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), then tries the lock
- * once more, and only then sleeps in FUTEX_WAIT on the held word.  The
- * membarrier runs a full memory barrier on every CPU that runs one of our
- * threads, so any unlocker either published its store before it (our
- * retry sees the lock free) or reads SLEEPERS after it (and wakes us): the
- * store-load reordering that would lose the wake-up cannot straddle it.
- * This is the asymmetric Dekker pattern (userspace RCU, folly's
- * asymmetricHeavyBarrier): the rare path pays microseconds so that the
- * common path pays no fence.  Where membarrier is missing, unlock pays a
- * real fence instead (cancel__lock_fenced); should the barrier ever fail
- * later, the sleeper sleeps at most a millisecond at a time, so a wake-up
- * can be late but never lost.
+ * issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), and only then
+ * tries the lock and sleeps in FUTEX_WAIT on the held word until it gets
+ * it.  The membarrier runs a full memory barrier on every CPU that runs
+ * one of our threads, so any unlocker either published its store before
+ * it (our try sees the lock free) or reads SLEEPERS after our increment
+ * (and wakes us): the store-load reordering that would lose the wake-up
+ * cannot straddle it.  This is the asymmetric Dekker pattern (userspace
+ * RCU, folly's asymmetricHeavyBarrier): the rare path pays microseconds
+ * so that the common path pays no fence.  Where membarrier is
+ * unavailable, a sleeper sleeps a millisecond at a time: a wake-up can be
+ * late there, never lost.  verify/lock.pml checks all of this under a
+ * store-buffer (TSO) model, and that dropping the barrier or loading
+ * before storing loses a wake-up.
  *
  * Waiting threads queue a record on their own stack, with the key they
  * wait for (NULL: any change).  A broadcast wakes every record; a keyed
@@ -35,12 +36,16 @@
 
 #include <limits.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if __has_include(<linux/membarrier.h>)
+#include <linux/membarrier.h>
+#else
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+#endif
 
 struct cancel_lock cancel__lock_state __attribute__((aligned(64)));
-bool cancel__lock_fenced = true;
 
 struct waiter {
     const void *key;
@@ -70,33 +75,58 @@ static long membarrier(int cmd)
 #endif
 }
 
-/* Before any thread can take the lock: choose how unlock orders itself. */
+/* Registration for MEMBARRIER_CMD_PRIVATE_EXPEDITED, once per process:
+ * 0 not tried, 1 registered, 2 unavailable.  Tried at load time, while
+ * the process is likely single-threaded (registering later makes the
+ * kernel wait for an RCU grace period); a contender retries if that has
+ * not happened yet.  fork keeps the registration. */
+static _Atomic int barrier_state;
+
+static bool barrier_register(void)
+{
+    int state = atomic_load_explicit(&barrier_state, memory_order_acquire);
+    if (state == 0) {
+        state = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 ? 1 : 2;
+        atomic_store_explicit(&barrier_state, state, memory_order_release);
+    }
+    return state == 1;
+}
+
+/* A child of a fork has one thread: nobody sleeps for the lock there, and
+ * a count inherited from a sleeper would make every unlock a syscall. */
+static void lock_atfork_child(void)
+{
+    atomic_store_explicit(&cancel__lock_state.sleepers, 0, memory_order_relaxed);
+}
+
 __attribute__((constructor)) static void lock_init(void)
 {
     int saved = errno;
-    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
-        cancel__lock_fenced = false;
+    barrier_register();
+    pthread_atfork(NULL, NULL, lock_atfork_child);
     errno = saved;
 }
 
-/* Orders our SLEEPERS increment before every unlocker's next load of it;
- * false when that could not be done. */
+/*
+ * Makes our SLEEPERS increment and every unlocker's store of HELD meet:
+ * after it, an unlock either is visible to our next try or reads SLEEPERS
+ * after our increment.  Once is enough: we stay counted until we own the
+ * lock, and every later unlock reads the count after the increment.
+ * False where membarrier is unavailable (kernels before 4.14, seccomp
+ * filters that refuse it): the caller then sleeps a millisecond at a time,
+ * so that a wake-up lost to a store buffer is only late.
+ */
 static bool heavy_barrier(void)
 {
-    if (cancel__lock_fenced)
-        return true; /* unlockers fence themselves; our seq_cst ops do the rest */
-    int saved = errno;
-    bool ok = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
-    errno = saved;
-    return ok;
+    return barrier_register() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
 }
 
 static bool try_lock(void)
 {
     int expected = 0;
     return atomic_compare_exchange_strong_explicit(&cancel__lock_state.held, &expected, 1,
-                                                   memory_order_seq_cst,
-                                                   memory_order_seq_cst);
+                                                   memory_order_acquire,
+                                                   memory_order_relaxed);
 }
 
 void cancel__lock_slow(void)
@@ -111,13 +141,10 @@ void cancel__lock_slow(void)
     }
     int saved = errno;
     atomic_fetch_add_explicit(&cancel__lock_state.sleepers, 1, memory_order_seq_cst);
-    for (;;) {
-        bool ordered = heavy_barrier();
-        if (try_lock())
-            break;
-        static const struct timespec late = {0, 1000000};
-        futex_wait(&cancel__lock_state.held, 1, ordered ? NULL : &late);
-    }
+    static const struct timespec late = {0, 1000000};
+    const struct timespec *timeout = heavy_barrier() ? NULL : &late;
+    while (!try_lock())
+        futex_wait(&cancel__lock_state.held, 1, timeout);
     atomic_fetch_sub_explicit(&cancel__lock_state.sleepers, 1, memory_order_relaxed);
     errno = saved;
 }
@@ -133,9 +160,11 @@ void cancel__wait_key_locked(const void *key)
 {
     struct waiter self = {key, 0, waiting};
     waiting = &self;
+    int saved = errno;
     cancel__unlock();
     while (atomic_load_explicit(&self.woken, memory_order_acquire) == 0)
         futex_wait(&self.woken, 0, NULL);
+    errno = saved;
     cancel__lock();
     struct waiter **link = &waiting;
     while (*link != &self)

@@ -108,6 +108,13 @@ check wakeup.ltl wakeup.pml ltl ok
 check wakeup.BROKEN wakeup.pml safety 'invalid end state' -DBROKEN
 check wakeup.BROKEN.ltl wakeup.pml ltl 'acceptance cycle' -DBROKEN
 
+# The library lock under x86-TSO: store buffers, membarrier (lock.pml).
+check lock lock.pml safety ok
+check lock.ltl lock.pml ltl ok
+check lock.BROKEN_NO_BARRIER lock.pml safety 'invalid end state' -DBROKEN_NO_BARRIER
+check lock.BROKEN_NO_BARRIER.ltl lock.pml ltl 'acceptance cycle' -DBROKEN_NO_BARRIER
+check lock.BROKEN_LOAD_FIRST lock.pml safety 'invalid end state' -DBROKEN_LOAD_FIRST
+
 if [ "$status" = 0 ] && [ -z "${VERIFY_KEEP:-}" ]; then
     rm -rf "$work"
 else
