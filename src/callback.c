@@ -21,12 +21,11 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
         return -1;
     }
     struct cancel_cb *cb = as_cb(callback);
+    /* The links and the hold are written only when armed (below) or moved
+     * to a cancel's pending list (token.c): fewer stores on the hot path. */
     cb->fn = fn;
     cb->arg = arg;
     cb->token = t;
-    cb->next = NULL;
-    cb->prev_link = NULL;
-    cb->hold = NULL;
     if (!t) {
         cb->state = CANCEL_CB_NULL;
         return 0;
@@ -76,12 +75,7 @@ bool cancel_callback_remove(cancel_callback_t *callback)
     struct cancel_cb *cb = as_cb(callback);
 
     cancel__lock();
-    switch (cb->state) {
-    case CANCEL_CB_NULL:
-        cb->state = CANCEL_CB_IDLE;
-        cancel__unlock();
-        return true;
-    case CANCEL_CB_ARMED: {
+    if (cb->state == CANCEL_CB_ARMED) {
         /* On its token's list or on a cancel's pending list: unlink from
          * whichever (prev_link points into it).  The last callback armed on
          * a token released by everyone else takes the token with it. */
@@ -89,14 +83,19 @@ bool cancel_callback_remove(cancel_callback_t *callback)
         if (cb->next)
             cb->next->prev_link = cb->prev_link;
         cb->state = CANCEL_CB_IDLE;
-        cancel_token_t *release = cb->hold;
-        if (cb->token) /* still armed on its token, not pending in a cancel */
-            release = cancel__drop_hold_locked(cb->token);
+        cancel_token_t *release = cb->token /* still armed there, not pending */
+                                      ? cancel__drop_hold_locked(cb->token)
+                                      : cb->hold;
         cancel__unlock();
         if (release)
             cancel_token_unref(release);
         return true;
     }
+    switch (cb->state) {
+    case CANCEL_CB_NULL:
+        cb->state = CANCEL_CB_IDLE;
+        cancel__unlock();
+        return true;
     case CANCEL_CB_RUNNING:
         for (;;) {
             bool self = false;

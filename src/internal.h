@@ -62,8 +62,18 @@ struct cancel_token {
 
 /* Clears T's hold when no callback is armed on it and no child is linked
  * to it any more; returns T when the caller must release that reference
- * (cancel_token_unref once unlocked), else NULL. */
-cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t);
+ * (cancel_token_unref once unlocked), else NULL.  Inline: every callback
+ * remove asks. */
+static inline cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
+{
+    if (t->callbacks || t->first_child)
+        return NULL;
+    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
+    if (!(n & CANCEL_REFS_HOLD))
+        return NULL;
+    atomic_fetch_and_explicit(&t->refs, ~CANCEL_REFS_HOLD, memory_order_relaxed);
+    return t;
+}
 
 /* Optional parts of a token; see cancel__token_ext. */
 struct token_ext {

@@ -260,17 +260,6 @@ void cancel_token_unref(cancel_token_t *t)
     }
 }
 
-cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
-{
-    if (t->callbacks || t->first_child)
-        return NULL;
-    unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
-    if (!(n & CANCEL_REFS_HOLD))
-        return NULL;
-    atomic_fetch_and_explicit(&t->refs, ~CANCEL_REFS_HOLD, memory_order_relaxed);
-    return t;
-}
-
 /* The callbacks a cancel collected, in the order they will run. */
 struct pending {
     struct cancel_cb *head;
@@ -294,9 +283,6 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     if (!list)
         return;
     t->callbacks = NULL;
-    /* If the callbacks held T's last reference, the first of them carries it
-     * to the pending list; whoever runs or removes it releases it. */
-    list->hold = cancel__drop_hold_locked(t);
     /* Each callback keeps a valid prev_link, so that cancel_callback_remove
      * can still unlink it from the pending list. */
     list->prev_link = pending->tail;
@@ -305,10 +291,14 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     for (;; last = last->next) {
         last->reason = reason;
         last->token = NULL; /* pending: no longer armed on T (see remove) */
+        last->hold = NULL;
         if (!last->next)
             break;
     }
     pending->tail = &last->next;
+    /* If the callbacks held T's last reference, the first of them carries it
+     * to the pending list; whoever runs or removes it releases it. */
+    list->hold = cancel__drop_hold_locked(t);
 }
 
 /*
