@@ -159,7 +159,7 @@ struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
 void *cancel__token_mem_alloc(void);
 void cancel__token_mem_free(void *block);
 /* Tests that count allocations set it first; under valgrind it is set. */
-extern bool cancel__token_cache_off;
+extern _Atomic bool cancel__token_cache_off;
 unsigned cancel__token_cache_count(void);   /* this thread's cached blocks */
 
 /* Take a reference unless the count already reached zero (the token is being freed). */

@@ -37,7 +37,7 @@
 #define UNDER_VALGRIND() 0
 #endif
 
-bool cancel__token_cache_off;
+_Atomic bool cancel__token_cache_off;
 
 #ifdef CACHE_COMPILED_OUT
 
@@ -122,7 +122,8 @@ void cancel__token_mem_free(void *block)
 {
     if (!cache.registered)
         cache_register();
-    if (cache.closed || cancel__token_cache_off || cache.count >= CACHE_MAX) {
+    if (cache.closed || cache.count >= CACHE_MAX ||
+        atomic_load_explicit(&cancel__token_cache_off, memory_order_relaxed)) {
         free(block);
         return;
     }
