@@ -3,6 +3,7 @@
 // stop_source is emulated the usual way: a child stop_source plus a
 // stop_callback on the parent's token that requests stop on the child.
 #include <malloc.h>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -93,6 +94,40 @@ double callback()
     return bench_median(v, BENCH_REPS);
 }
 
+// The same from 4 threads at once on one stop_source (wall time over all
+// the threads' operations), as bench_token.c's callback_add_remove_4_threads.
+double callback_contended()
+{
+    constexpr int THREADS = 4;
+    constexpr long OPS = 500000;
+    double v[BENCH_REPS];
+    std::stop_source src;
+    for (double &x : v) {
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
+        std::vector<std::thread> ts;
+        for (int i = 0; i < THREADS; i++)
+            ts.emplace_back([&] {
+                std::stop_token tok = src.get_token();
+                ready++;
+                while (!go.load())
+                    std::this_thread::yield();
+                for (long n = 0; n < OPS; n++) {
+                    std::stop_callback<Noop> cb(tok, Noop{});
+                    BENCH_KEEP(&cb);
+                }
+            });
+        while (ready.load() < THREADS)
+            std::this_thread::yield();
+        int64_t t0 = bench_now_ns();
+        go = true;
+        for (auto &t : ts)
+            t.join();
+        x = per_op_ns(t0, bench_now_ns(), THREADS * OPS);
+    }
+    return bench_median(v, BENCH_REPS);
+}
+
 double cancel_callbacks()
 {
     constexpr int ROUNDS = 2000;
@@ -140,6 +175,7 @@ int main()
     bench_print("anchor_child_create_release", child(), "ns");
     bench_print("anchor_child_memory", child_memory(), "bytes");
     bench_print("anchor_stop_callback", callback(), "ns");
+    bench_print("anchor_stop_callback_4_threads", callback_contended(), "ns");
     bench_print("anchor_request_stop_100_callbacks", cancel_callbacks(), "ns");
     bench_print("anchor_cancel_tree_100k", tree(), "us");
     return 0;

@@ -111,6 +111,45 @@ static double bench_callback(void)
     return bench_median(v, BENCH_REPS);
 }
 
+/* Add+remove from CONTENDERS threads at once on one token: every
+ * operation takes the library lock, so this is its contended cost (wall
+ * time over all the threads' operations). */
+enum { CONTENDERS = 4, CONTENDED_OPS = 500000 };
+
+static pthread_barrier_t contended_start;
+
+static void *contended_worker(void *arg)
+{
+    cancel_token_t *t = arg;
+    cancel_callback_t cb;
+    pthread_barrier_wait(&contended_start);
+    for (long i = 0; i < CONTENDED_OPS; i++) {
+        cancel_callback_add(&cb, t, noop, NULL);
+        cancel_callback_remove(&cb);
+    }
+    return NULL;
+}
+
+static double bench_callback_contended(void)
+{
+    double v[BENCH_REPS];
+    cancel_token_t *t = cancel_token_new();
+    for (int r = 0; r < BENCH_REPS; r++) {
+        pthread_t th[CONTENDERS];
+        pthread_barrier_init(&contended_start, NULL, CONTENDERS + 1);
+        for (int i = 0; i < CONTENDERS; i++)
+            pthread_create(&th[i], NULL, contended_worker, t);
+        pthread_barrier_wait(&contended_start);
+        int64_t t0 = bench_now_ns();
+        for (int i = 0; i < CONTENDERS; i++)
+            pthread_join(th[i], NULL);
+        v[r] = per_op_ns(t0, bench_now_ns(), (long)CONTENDERS * CONTENDED_OPS);
+        pthread_barrier_destroy(&contended_start);
+    }
+    cancel_token_unref(t);
+    return bench_median(v, BENCH_REPS);
+}
+
 static void *idle_thread(void *arg)
 {
     return arg;
@@ -189,6 +228,7 @@ int main(void)
     bench_print("token_child_create_release", bench_child(), "ns");
     bench_print("token_child_memory", bench_child_memory(), "bytes");
     bench_print("callback_add_remove", bench_callback(), "ns");
+    bench_print("callback_add_remove_4_threads", bench_callback_contended(), "ns");
     bench_print("cancel_100_callbacks", bench_cancel_callbacks(), "ns");
     bench_print("cancel_tree_100k", bench_tree(), "us");
     double cancel_ms, free_ms;

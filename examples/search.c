@@ -68,7 +68,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < SLICES; i++) {
         slices[i] = (struct slice){ data, n * (size_t)i / SLICES,
                                     n * (size_t)(i + 1) / SLICES, needle, 0 };
-        char name[16];
+        char name[24];
         snprintf(name, sizeof name, "slice-%d", i);
         if (cancel_scope_spawn_named(scope, name, scan, &slices[i], NULL) != 0)
             break; /* ECANCELED: some slice already found it */

@@ -36,9 +36,9 @@
  * the word in memory with 1 and queues the caller if equal, in one step;
  * FUTEX_WAKE(HELD, 1) unqueues one queued thread, any of them, if there
  * is one.  A sleeper may also return once spuriously (EINTR) in the whole
- * run.  The 100 spins of cancel__lock_slow are one try at any time, or
- * none: a failed try changes nothing, so only when the spinning ends
- * matters.
+ * run.  The spins and yields of cancel__lock_slow are one try at any
+ * time, or none: a failed try changes nothing, so only when the spinning
+ * ends matters.
  *
  * Not modelled: weaker memory models than TSO (on arm64 or POWER the
  * compiler barrier likewise keeps the store before the load in program
@@ -207,8 +207,11 @@ inline lock()
         if
         :: got
         :: else ->
-            atomic { drain_own(); sleepers++ };         /* fetch_add, seq_cst */
-            heavy_barrier();
+            atomic { drain_own(); first = (sleepers == 0); sleepers++ };  /* fetch_add */
+            if
+            :: first -> heavy_barrier()         /* only who made the count non-zero */
+            :: else
+            fi;
             do
             :: true ->
                 cas_lock(got);                          /* try_lock */
@@ -244,7 +247,7 @@ inline unlock()
 proctype thread()
 {
     byte i, k, s;
-    bit  got;
+    bit  got, first;
 
     do
     :: i < NITER ->
