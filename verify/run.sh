@@ -113,6 +113,7 @@ check lock lock.pml safety ok
 check lock.ltl lock.pml ltl ok
 check lock.BROKEN_NO_BARRIER lock.pml safety 'invalid end state' -DBROKEN_NO_BARRIER
 check lock.BROKEN_NO_BARRIER.ltl lock.pml ltl 'acceptance cycle' -DBROKEN_NO_BARRIER
+check lock.BROKEN_LATER_BARRIER lock.pml safety 'invalid end state' -DBROKEN_LATER_BARRIER
 check lock.BROKEN_LOAD_FIRST lock.pml safety 'invalid end state' -DBROKEN_LOAD_FIRST
 
 if [ "$status" = 0 ] && [ -z "${VERIFY_KEEP:-}" ]; then
