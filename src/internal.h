@@ -66,10 +66,8 @@ struct cancel_token {
  * remove asks. */
 static inline cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
 {
-    if (t->callbacks || t->first_child)
-        return NULL;
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
-    if (!(n & CANCEL_REFS_HOLD))
+    if (!(n & CANCEL_REFS_HOLD) || t->callbacks || t->first_child)
         return NULL;
     atomic_fetch_and_explicit(&t->refs, ~CANCEL_REFS_HOLD, memory_order_relaxed);
     return t;
