@@ -297,8 +297,15 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     }
     pending->tail = &last->next;
     /* If the callbacks held T's last reference, the first of them carries it
-     * to the pending list; whoever runs or removes it releases it. */
+     * to the pending list; whoever runs or removes it releases it.  If
+     * linked children still share that hold, they keep it, and the pending
+     * callbacks get a reference of their own: a callback's fn may look at
+     * its token, even if the last child goes meanwhile. */
     list->hold = cancel__drop_hold_locked(t);
+    if (!list->hold && (atomic_load_explicit(&t->refs, memory_order_relaxed) & CANCEL_REFS_HOLD)) {
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+        list->hold = t;
+    }
 }
 
 /*

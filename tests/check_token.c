@@ -278,6 +278,37 @@ START_TEST(released_ancestors_live_while_a_descendant_is_linked_and_go_with_it)
 }
 END_TEST
 
+/* A released token kept by a child and a callback: while the cancel runs
+ * that callback, the token stays, even when fn releases the last child. */
+struct drop_child_arg {
+    cancel_token_t *token, *child;
+    int reason_seen;
+};
+
+static void drop_child_then_look(void *arg, int reason)
+{
+    struct drop_child_arg *a = arg;
+    (void)reason;
+    cancel_token_unref(a->child);                 /* the last dependent but us */
+    a->reason_seen = cancel_token_reason(a->token); /* ASan: still alive */
+}
+
+START_TEST(a_released_tokens_running_callback_keeps_it_after_its_last_child_goes)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *p = cancel_token_child(root);
+    struct drop_child_arg a = { p, cancel_token_child(p), 0 };
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, p, drop_child_then_look, &a), 0);
+    cancel_token_unref(p);
+    ck_assert(cancel_token_cancel(root, 55));
+    ck_assert_int_eq(a.reason_seen, 55);
+    ck_assert_ptr_null(root->first_child);        /* p went after its callback */
+    ck_assert_uint_eq(refs_of(root), 1);
+    cancel_token_unref(root);
+}
+END_TEST
+
 /* A released parent stays until both its last child and its last armed
  * callback are gone, whichever goes last. */
 START_TEST(released_parent_goes_with_its_last_child_or_callback_whichever_is_last)
@@ -1095,6 +1126,7 @@ int main(void)
     tcase_add_test(tc, parent_does_not_keep_children_alive_and_outlives_them_as_needed);
     tcase_add_test(tc, released_ancestors_live_while_a_descendant_is_linked_and_go_with_it);
     tcase_add_test(tc, released_parent_goes_with_its_last_child_or_callback_whichever_is_last);
+    tcase_add_test(tc, a_released_tokens_running_callback_keeps_it_after_its_last_child_goes);
     tcase_add_test(tc, released_child_leaves_its_parents_list_at_once);
     tcase_add_test(tc, releasing_children_in_any_order_keeps_the_sibling_list_intact);
     tcase_add_test(tc, root_outliving_a_million_released_children_holds_no_memory_for_them);
