@@ -287,24 +287,27 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
      * can still unlink it from the pending list. */
     list->prev_link = pending->tail;
     *pending->tail = list;
+    /* If the callbacks kept T alive (everyone else released it), each
+     * pending one keeps it until it has run or been removed, so that any
+     * fn may still look at its token; the hold itself stays while linked
+     * children share it. */
+    bool held = atomic_load_explicit(&t->refs, memory_order_relaxed) & CANCEL_REFS_HOLD;
+    unsigned n = 0;
     struct cancel_cb *last = list;
-    for (;; last = last->next) {
+    for (;; last = last->next, n++) {
         last->reason = reason;
         last->token = NULL; /* pending: no longer armed on T (see remove) */
-        last->hold = NULL;
+        last->hold = held ? t : NULL;
         if (!last->next)
             break;
     }
     pending->tail = &last->next;
-    /* If the callbacks held T's last reference, the first of them carries it
-     * to the pending list; whoever runs or removes it releases it.  If
-     * linked children still share that hold, they keep it, and the pending
-     * callbacks get a reference of their own: a callback's fn may look at
-     * its token, even if the last child goes meanwhile. */
-    list->hold = cancel__drop_hold_locked(t);
-    if (!list->hold && (atomic_load_explicit(&t->refs, memory_order_relaxed) & CANCEL_REFS_HOLD)) {
-        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
-        list->hold = t;
+    if (held) {
+        /* n + 1 callbacks: n + 1 references, one of which may be the hold
+         * (the count stays above zero throughout: no try_ref can fail). */
+        atomic_fetch_add_explicit(&t->refs, n + 1, memory_order_relaxed);
+        if (cancel__drop_hold_locked(t))
+            atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
     }
 }
 

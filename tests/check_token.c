@@ -309,6 +309,32 @@ START_TEST(a_released_tokens_running_callback_keeps_it_after_its_last_child_goes
 }
 END_TEST
 
+/* Every callback of a released token may look at it while it runs, not
+ * only the first one the cancel runs. */
+static void look_at_token(void *arg, int reason)
+{
+    struct drop_child_arg *a = arg;
+    ck_assert_int_eq(cancel_token_reason(a->token), reason); /* ASan: alive */
+    a->reason_seen++;
+}
+
+START_TEST(each_callback_of_a_released_token_runs_with_the_token_alive)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *p = cancel_token_child(root);
+    struct drop_child_arg a = { p, NULL, 0 };
+    cancel_callback_t cb[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(cancel_callback_add(&cb[i], p, look_at_token, &a), 0);
+    cancel_token_unref(p);
+    ck_assert_uint_eq(refs_of(p), CANCEL_REFS_HOLD | 1);
+    ck_assert(cancel_token_cancel(root, 56));
+    ck_assert_int_eq(a.reason_seen, 3);
+    ck_assert_ptr_null(root->first_child);        /* p went after the last one */
+    cancel_token_unref(root);
+}
+END_TEST
+
 /* A released parent stays until both its last child and its last armed
  * callback are gone, whichever goes last. */
 START_TEST(released_parent_goes_with_its_last_child_or_callback_whichever_is_last)
@@ -1127,6 +1153,7 @@ int main(void)
     tcase_add_test(tc, released_ancestors_live_while_a_descendant_is_linked_and_go_with_it);
     tcase_add_test(tc, released_parent_goes_with_its_last_child_or_callback_whichever_is_last);
     tcase_add_test(tc, a_released_tokens_running_callback_keeps_it_after_its_last_child_goes);
+    tcase_add_test(tc, each_callback_of_a_released_token_runs_with_the_token_alive);
     tcase_add_test(tc, released_child_leaves_its_parents_list_at_once);
     tcase_add_test(tc, releasing_children_in_any_order_keeps_the_sibling_list_intact);
     tcase_add_test(tc, root_outliving_a_million_released_children_holds_no_memory_for_them);
