@@ -67,7 +67,7 @@ struct token_cache {
 };
 
 /* initial-exec: a plain %fs-relative access instead of a __tls_get_addr
- * call on every alloc and free; 24 bytes of static TLS, which glibc keeps
+ * call on every alloc and free; 16 bytes of static TLS, which glibc keeps
  * room for even when the library is loaded with dlopen. */
 static __thread struct token_cache cache __attribute__((tls_model("initial-exec")));
 static pthread_key_t cache_key;
