@@ -311,13 +311,8 @@ ssize_t cancel_pread(int fd, void *buf, size_t n, off_t offset)
 {
     struct iovec v = { .iov_base = buf, .iov_len = n };
     cancel_token_t *t = cancel_current();
-    if (!t) {
-        ssize_t r;
-        do
-            r = pread(fd, buf, n, offset);
-        while (r < 0 && errno == EINTR);
-        return r;
-    }
+    if (!t)
+        return rw_plain(false, fd, &v, 1, offset, true);
     return rw_cancel(t, false, fd, &v, 1, offset, true, "pread");
 }
 
@@ -325,13 +320,8 @@ ssize_t cancel_pwrite(int fd, const void *buf, size_t n, off_t offset)
 {
     struct iovec v = { .iov_base = (void *)buf, .iov_len = n };
     cancel_token_t *t = cancel_current();
-    if (!t) {
-        ssize_t r;
-        do
-            r = pwrite(fd, buf, n, offset);
-        while (r < 0 && errno == EINTR);
-        return r;
-    }
+    if (!t)
+        return rw_plain(true, fd, &v, 1, offset, true);
     return rw_cancel(t, true, fd, &v, 1, offset, true, "pwrite");
 }
 

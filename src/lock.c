@@ -121,7 +121,7 @@ __attribute__((constructor)) static void lock_init(void)
 static bool heavy_barrier(void)
 {
     int saved = errno;
-    bool ok = barrier_register() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+    bool ok = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
     errno = saved;
     return ok;
 }
@@ -178,9 +178,10 @@ void cancel__lock_slow(void)
     int before = atomic_fetch_add_explicit(&cancel__lock_state.sleepers, 1,
                                            memory_order_seq_cst);
     static const struct timespec late = {0, 1000000};
-    const struct timespec *timeout = NULL;
-    if (!barrier_register() || (before == 0 && !heavy_barrier()))
-        timeout = &late;
+    bool ordered = barrier_register();
+    if (ordered && before == 0)
+        ordered = heavy_barrier();
+    const struct timespec *timeout = ordered ? NULL : &late;
     while (!try_lock())
         futex_wait(&cancel__lock_state.held, 1, timeout);
     atomic_fetch_sub_explicit(&cancel__lock_state.sleepers, 1, memory_order_relaxed);

@@ -303,11 +303,13 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     }
     pending->tail = &last->next;
     if (held) {
-        /* n + 1 callbacks: n + 1 references, one of which may be the hold
-         * (the count stays above zero throughout: no try_ref can fail). */
-        atomic_fetch_add_explicit(&t->refs, n + 1, memory_order_relaxed);
+        /* n + 1 callbacks, n + 1 references: the hold's own, when no child
+         * shares it any more, and new ones for the rest (the count never
+         * drops to zero meanwhile: no try_ref can fail). */
+        unsigned more = n + 1;
         if (cancel__drop_hold_locked(t))
-            atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
+            more--;
+        atomic_fetch_add_explicit(&t->refs, more, memory_order_relaxed);
     }
 }
 
