@@ -11,7 +11,8 @@
 #   C  this build, make install DESTDIR=C.
 # Then: every .pc file installed is relocatable in the same way; a CMake
 # project (tests/cmake/) finds the package with find_package(cancel) in
-# tree B and links cancel::cancel; the installed library loads with dlopen.
+# tree B and links cancel::cancel; a Meson project (tests/meson/) finds it
+# with dependency('cancel'); the installed library loads with dlopen.
 set -e
 top_builddir=${top_builddir:-.}
 top_srcdir=${top_srcdir:-.}
@@ -62,8 +63,8 @@ consume() {
 A="$tmp/A"
 mkdir -p "$tmp/srcA" "$tmp/bA"
 (cd "$srcdir_abs" && cp -pR configure configure.ac aclocal.m4 Makefile.am Makefile.in \
-    config.h.in build-aux m4 mk include man src *.pc.in "$tmp/srcA/")
-rm -f "$tmp/srcA/config.status"
+    config.h.in build-aux m4 mk cmake include man src *.pc.in "$tmp/srcA/")
+chmod -R u+w "$tmp/srcA"; rm -f "$tmp/srcA/config.status"
 (cd "$tmp/bA" && "$tmp/srcA/configure" -q --prefix="$A" --disable-dependency-tracking \
     CC="${CC:-cc}" && make -s install-data) >"$tmp/log" 2>&1 || fail "A: configure --prefix && make install-data"
 make -s -C "$builddir_abs" install-exec prefix="$A" >"$tmp/log" 2>&1 || fail "A: installing the libraries"
@@ -83,6 +84,26 @@ for page in cancel_token_new.3 cancel_read.3 cancel_scope_open.3 cancel.7; do
     find "$C" -name "$page" | grep -q . || fail "C: man page $page not installed"
 done
 consume C "$(dirname "$pc")"
+
+# CMake: find_package(cancel) in tree B, cancel::cancel, built and run.
+command -v cmake >/dev/null || fail "cmake is needed (Debian package cmake)"
+cmake -S "$srcdir_abs/tests/cmake" -B "$tmp/cmake" -DCMAKE_PREFIX_PATH="$B" \
+    -DCMAKE_C_COMPILER="${CC:-cc}" -DCMAKE_C_FLAGS="${TEST_CFLAGS_ALL:-}" \
+    -DCMAKE_EXE_LINKER_FLAGS="${TEST_LDFLAGS_ALL:-}" >"$tmp/log" 2>&1 || fail "cmake configure"
+grep -q "cancel $(pkg-config --modversion cancel): $B/lib/cmake/cancel" "$tmp/log" ||
+    fail "cmake did not find the package in $B"
+cmake --build "$tmp/cmake" >"$tmp/log" 2>&1 || fail "cmake --build"
+LD_LIBRARY_PATH="$B/lib" "$tmp/cmake/consumer" || fail "the CMake consumer failed"
+echo "CMake: find_package(cancel) found $B/lib/cmake/cancel, cancel::cancel linked and ran"
+
+# Meson: dependency('cancel') through pkg-config, tree B.
+command -v meson >/dev/null || fail "meson is needed (Debian packages meson ninja-build)"
+PKG_CONFIG_PATH="$B/lib/pkgconfig" CC="${CC:-cc}" CFLAGS="${TEST_CFLAGS_ALL:-}" \
+    LDFLAGS="${TEST_LDFLAGS_ALL:-}" meson setup "$tmp/meson" "$srcdir_abs/tests/meson" \
+    >"$tmp/log" 2>&1 || fail "meson setup"
+meson compile -C "$tmp/meson" >"$tmp/log" 2>&1 || fail "meson compile"
+LD_LIBRARY_PATH="$B/lib" "$tmp/meson/consumer" || fail "the Meson consumer failed"
+echo "Meson: dependency('cancel') found through pkg-config, built and ran"
 
 # The installed library loaded with dlopen, as a plugin would load it.
 libdir="$B/lib"
