@@ -110,7 +110,7 @@ void cancel__signal_atfork_parent(void)
  */
 void cancel__signal_atfork_child(void)
 {
-    pthread_mutex_init(&sig_lock, NULL);
+    /* Ours since prepare: held while the module is reset. */
     if (started) {
         close(wake_rd);
         close(atomic_exchange(&wake_wr, -1));
@@ -122,6 +122,7 @@ void cancel__signal_atfork_child(void)
         ensure_started_locked();
         errno = saved;
     }
+    pthread_mutex_unlock(&sig_lock);
     pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
 }
 

@@ -66,7 +66,7 @@ void cancel__timer_atfork_parent(void)
  * armed before the fork do not fire in the child (their waiters were the
  * parent's threads): the heap is emptied, so a deadline the child arms is
  * the first the new thread sees.  The condvar may have had a waiter in the
- * parent, and the lock an owner that is gone: both are made anew. */
+ * parent: it is made anew.  The lock is ours since prepare. */
 void cancel__timer_atfork_child(void)
 {
     for (size_t i = 0; i < heap_len; i++)
@@ -81,7 +81,7 @@ void cancel__timer_atfork_child(void)
         pthread_cond_init(&timer_cond, &attr);
         pthread_condattr_destroy(&attr);
     }
-    pthread_mutex_init(&timer_lock, NULL);
+    pthread_mutex_unlock(&timer_lock); /* ours since prepare */
 }
 /* --- end of fork hook --- */
 

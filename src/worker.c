@@ -128,7 +128,7 @@ void cancel__worker_atfork_child(void)
         free(w);
     }
     nidle = 0;
-    pthread_mutex_init(&lock, NULL);
+    pthread_mutex_unlock(&lock); /* ours since prepare: the only thread here */
 }
 
 long cancel__ncpu(void)

@@ -157,10 +157,10 @@ END_TEST
 
 START_TEST(sleep_until_the_end_of_time_ends_with_the_cancel)
 {
+    int64_t t0 = tu_now_ns();
     cancel_token_t *t = cancel_token_with_timeout(NULL, 20 * 1000000LL);
     cancel_token_t *prev = cancel_enter(t);
     struct timespec at = { INT64_MAX, 999999999 };
-    int64_t t0 = tu_now_ns();
     int rc = cancel_sleep_until(&at);
     int err = errno;
     cancel_leave(prev);
