@@ -37,10 +37,10 @@ static unsigned refs_of(cancel_token_t *t)
 static bool is_child_of(cancel_token_t *c, cancel_token_t *p)
 {
     bool found = false;
-    cancel__lock();
+    cancel__token_lock(p);
     for (cancel_token_t *n = p->first_child; n; n = n->next_sibling)
         found = found || n == c;
-    cancel__unlock();
+    cancel__token_unlock(p);
     return found;
 }
 
