@@ -2,6 +2,7 @@
  * compat.c - the bodies of compat.h's shims (empty with glibc).
  */
 #include "config.h"
+#include "compat.h" /* config.h includes it too, except in fuzz/run.sh's build */
 
 #ifndef HAVE_PREADV2
 #include <sys/syscall.h>
