@@ -8,11 +8,11 @@
  * fd, ppolls on the caller's descriptors plus the wake fd, then removes the
  * callback and drains the wake fd if the callback ran.
  *
- * Why no wakeup can be lost.  A cancel stores the token's reason under
- * cancel__lock and only then, with the lock dropped, runs the callbacks it
- * collected from the token's list under that same lock.  cancel_callback_add
- * reads the reason and links the callback in one critical section of
- * cancel__lock.  So exactly one of these holds:
+ * Why no wakeup can be lost.  A cancel stores the token's reason under the
+ * token's lock and only then, with the lock dropped, runs the callbacks it
+ * finds on the token's list.  cancel_callback_add reads the reason and
+ * links the callback in one critical section of that same lock.  So
+ * exactly one of these holds:
  *
  *  1. add ran first: the callback is on the list when the cancel walks it,
  *     so the cancel runs it and the wake fd's counter becomes non-zero.  An
