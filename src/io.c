@@ -607,15 +607,36 @@ int cancel_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         }
         return connect_result(fd);
     }
-    /* The documented exception to "flags are never changed": O_NONBLOCK is
-     * set around the connect call only, and restored before anything else. */
-    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
-    int rc = connect(fd, addr, addrlen);
-    int saved = errno;
-    fcntl(fd, F_SETFL, fl);
-    if (rc == 0)
-        return 0;
+    /*
+     * The documented exception to "flags are never changed": O_NONBLOCK is
+     * set around the connect call only, and restored before anything else.
+     * A local (AF_UNIX) listener with a full backlog makes a non-blocking
+     * connect fail with EAGAIN where the plain call blocks until there is
+     * room; nothing polls ready for that event (the socket polls writable
+     * at once), so we retry after cancel-aware sleeps that grow from 50 us
+     * to 10 ms: a cancel still ends the wait at once.
+     */
+    int64_t backoff = 50 * 1000;
+    int rc, saved;
+    for (;;) {
+        if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+            return -1;
+        rc = connect(fd, addr, addrlen);
+        saved = errno;
+        fcntl(fd, F_SETFL, fl);
+        if (rc == 0)
+            return 0;
+        if (saved != EAGAIN)
+            break;
+        struct timespec at = cancel__add_ns(cancel__now(), backoff);
+        int w = cancel__wait_ready(t, NULL, 0, &at, "connect");
+        if (w < 0) {
+            errno = -w;
+            return -1;
+        }
+        if (backoff < 10 * 1000 * 1000)
+            backoff *= 2;
+    }
     if (saved != EINPROGRESS && saved != EINTR) {
         errno = saved;
         return -1;
@@ -633,6 +654,10 @@ int cancel_poll(struct pollfd *fds, nfds_t nfds, int timeout_ms)
     int err = cancelled(t);
     if (err) {
         errno = err;
+        return -1;
+    }
+    if (nfds > 0 && !fds) {
+        errno = EFAULT;  /* as poll: the array is read before any wait */
         return -1;
     }
     if (timeout_ms == 0) {
