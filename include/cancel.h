@@ -355,6 +355,20 @@ CANCEL_API int cancel_sleep_until(const struct timespec *at);
 CANCEL_API ssize_t cancel_read_full(int fd, void *buf, size_t n, size_t *done);
 CANCEL_API ssize_t cancel_write_all(int fd, const void *buf, size_t n, size_t *done);
 
+/*
+ * cancel_getaddrinfo - getaddrinfo(3) that a cancel can abandon.  Same
+ * arguments, EAI_* return codes, and result (release it with
+ * freeaddrinfo).  Once the current token is cancelled (before the lookup
+ * or while it waits on a DNS server) it returns EAI_SYSTEM with errno
+ * ECANCELED (ETIMEDOUT for a deadline) promptly; the abandoned lookup
+ * ends on a library thread, which frees its result.  With no current
+ * token (or in a shield) it is the plain call.  Thread safety: MT-Safe.
+ * See cancel_getaddrinfo(3) and, for unmodified code, man 7 cancel_interpose.
+ */
+struct addrinfo;
+CANCEL_API int cancel_getaddrinfo(const char *node, const char *service,
+                                  const struct addrinfo *hints, struct addrinfo **res);
+
 /* ---------------------------------------------------------------------- */
 /* Scopes                                                                  */
 /* ---------------------------------------------------------------------- */

@@ -273,11 +273,10 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
     atomic_store_explicit(&t->reason, reason, memory_order_release);
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_relaxed);
     if (ext && ext->fd >= 0) {
-        uint64_t one = 1;
-        ssize_t w;
-        do
-            w = write(ext->fd, &one, sizeof one);
-        while (w < 0 && errno == EINTR);
+        /* interpose hook: glibc's eventfd_write never reaches the
+         * interposer (this runs under cancel__lock); see interpose.h. */
+        while (eventfd_write(ext->fd, 1) < 0 && errno == EINTR)
+            ;
     }
     struct cancel_cb *list = t->callbacks;
     if (!list)
@@ -553,9 +552,7 @@ int cancel_token_fd(cancel_token_t *t)
         /* Created under the lock, so a cancel either writes it or has
          * already flagged the token, in which case we write it here. */
         if (atomic_load_explicit(&t->reason, memory_order_relaxed) != 0) {
-            uint64_t one = 1;
-            ssize_t w = write(fd, &one, sizeof one);
-            (void)w;
+            (void)eventfd_write(fd, 1); /* interpose hook: see interpose.h */
         }
         ext->fd = fd;
     }

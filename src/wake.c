@@ -43,7 +43,7 @@
  * eventfd object; a pthread_atfork child handler closes it so that the
  * child never drains a wake meant for the parent.
  */
-#include "internal.h"
+#include "interpose.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -124,27 +124,27 @@ static int thread_wake_fd(void)
     return fd;
 }
 
-/* Runs in the cancelling thread: makes the waiter's wake fd readable. */
+/*
+ * Runs in the cancelling thread: makes the waiter's wake fd readable.
+ * eventfd_write and eventfd_read are glibc's own (they call its internal
+ * __write / __read), so they never reach libcancel-interpose.so, even on a
+ * cancelling thread that has a current token of its own (interpose.h).
+ */
 static void wake_cb(void *arg, int reason)
 {
     (void)reason;
     int fd = (int)(intptr_t)arg;
     int saved = errno;
-    uint64_t one = 1;
-    ssize_t w;
-    do
-        w = write(fd, &one, sizeof one);
-    while (w < 0 && errno == EINTR);
+    while (eventfd_write(fd, 1) < 0 && errno == EINTR)
+        ;
     errno = saved;
 }
 
 static void drain(int fd)
 {
-    uint64_t count;
-    ssize_t r;
-    do
-        r = read(fd, &count, sizeof count);
-    while (r < 0 && errno == EINTR);
+    eventfd_t count;
+    while (eventfd_read(fd, &count) < 0 && errno == EINTR)
+        ;
 }
 
 int cancel__reason_errno(int reason)
@@ -190,6 +190,13 @@ static struct timespec *timeout_until(const struct timespec *deadline, int64_t c
 
 int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
                        const struct timespec *deadline, const char *call)
+{
+    return cancel__wait_ready_mask(t, fds, n, deadline, NULL, call);
+}
+
+int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
+                            const struct timespec *deadline, const sigset_t *mask,
+                            const char *call)
 {
     if (t) {
         int reason = cancel_token_reason(t);
@@ -240,7 +247,7 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
     int result;
     for (;;) {
         struct timespec rel;
-        int r = ppoll(set, total, timeout_until(deadline, cap, &rel), NULL);
+        int r = ppoll(set, total, timeout_until(deadline, cap, &rel), mask);
         int err = errno;
         int reason = cancel_token_reason(t);
         if (reason) {
@@ -249,7 +256,9 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
             break;
         }
         if (r < 0) {
-            if (err == EINTR)
+            /* A caller that passed a signal mask waits for signals too:
+             * give it EINTR, as ppoll does. */
+            if (err == EINTR && !mask)
                 continue;
             result = -err;
             break;
