@@ -153,6 +153,20 @@ __attribute__((constructor)) static void interpose_init(void)
     pthread_atfork(NULL, NULL, atfork_child);
 }
 
+/*
+ * Interposed calls made under an already cancelled token, process-wide:
+ * the acceptance tests read it (dlsym "cancel__interpose_calls") to show
+ * that a library stops after a cancel instead of spinning on its error.
+ * Counted on that path only, so the no-token path pays nothing.
+ */
+static _Atomic unsigned long calls_cancelled;
+
+EXPORT unsigned long cancel__interpose_calls(void);
+EXPORT unsigned long cancel__interpose_calls(void)
+{
+    return atomic_load_explicit(&calls_cancelled, memory_order_relaxed);
+}
+
 /* The token an interposed call honours, or NULL: the plain libc call. */
 static inline cancel_token_t *token(void)
 {
@@ -163,6 +177,8 @@ static inline cancel_token_t *token(void)
     pid_t self = atomic_load_explicit(&self_pid, memory_order_relaxed);
     if (self != 0 && getpid() != self)
         return NULL;
+    if (cancel_token_is_cancelled(t))
+        atomic_fetch_add_explicit(&calls_cancelled, 1, memory_order_relaxed);
     return t;
 }
 
