@@ -7,6 +7,12 @@
  *   io_wake_raw_eventfd      hand-written: poll on {pipe, eventfd}, eventfd written
  *   io_wake_pthread_cancel   read on an empty pipe, pthread_cancel, to the cleanup handler
  *   io_wake_poll_100ms_flag  poll with a 100 ms timeout and a flag check
+ * Ping-pong (issue 12): two threads pass a byte back and forth over two
+ * pipes, so that every read blocks; us per round trip with cancel_read
+ * under a live token, with a hand-rolled ppoll(fd, eventfd) + read, and
+ * with plain read, in the same run (ratio against the hand-rolled one).
+ * `bench_io pingpong MODE N` runs one variant alone (for strace -c and
+ * callgrind): MODE 0 cancel_read, 1 ppoll+eventfd, 2 read.
  * Fast paths (ns per call, data already there):
  *   cancel_read / read on a pipe, cancel_recv / recv on a socketpair, under a
  *   live token and with no current token.
@@ -222,6 +228,93 @@ static void poll_flag_run(double *lat, int n)
     close(fds[1]);
 }
 
+/* ------------------------------------------------ ping-pong */
+
+enum { PP_CANCEL, PP_HAND, PP_PLAIN };
+
+struct pingpong {
+    int in, out, efd, mode, n;
+    cancel_token_t *token;
+};
+
+/* One byte in, one byte out, N times (the first side starts by writing). */
+static void *pp_side(void *arg)
+{
+    struct pingpong *p = arg;
+    cancel_token_t *prev = cancel_enter(p->token);
+    char c = 'p';
+    bool first = p->n < 0;
+    int n = first ? -p->n : p->n;
+    for (int i = 0; i < n; i++) {
+        if (first && write(p->out, &c, 1) != 1)
+            exit(1);
+        ssize_t r;
+        switch (p->mode) {
+        case PP_CANCEL:
+            r = cancel_read(p->in, &c, 1);
+            break;
+        case PP_HAND: {
+            struct pollfd f[2] = { { p->in, POLLIN, 0 }, { p->efd, POLLIN, 0 } };
+            if (ppoll(f, 2, NULL, NULL) < 0 || (f[1].revents & POLLIN))
+                exit(1);
+            r = read(p->in, &c, 1);
+            break;
+        }
+        default:
+            r = read(p->in, &c, 1);
+            break;
+        }
+        if (r != 1)
+            exit(1);
+        if (!first && write(p->out, &c, 1) != 1)
+            exit(1);
+    }
+    cancel_leave(prev);
+    return NULL;
+}
+
+/* us per round trip of ping-pong in MODE over N round trips. */
+static double pingpong_run(int mode, int n)
+{
+    int a[2], b[2];
+    if (pipe(a) != 0 || pipe(b) != 0)
+        exit(1);
+    cancel_token_t *ta = cancel_token_new(), *tb = cancel_token_new();
+    struct pingpong x = { .in = b[0], .out = a[1], .mode = mode, .n = -n,
+                          .efd = eventfd(0, EFD_CLOEXEC), .token = mode == PP_CANCEL ? ta : NULL };
+    struct pingpong y = { .in = a[0], .out = b[1], .mode = mode, .n = n,
+                          .efd = eventfd(0, EFD_CLOEXEC), .token = mode == PP_CANCEL ? tb : NULL };
+    pthread_t tx, ty;
+    int64_t t0 = bench_now_ns();
+    pthread_create(&ty, NULL, pp_side, &y);
+    pthread_create(&tx, NULL, pp_side, &x);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    double us = (double)(bench_now_ns() - t0) / n / 1000.0;
+    close(a[0]), close(a[1]), close(b[0]), close(b[1]), close(x.efd), close(y.efd);
+    cancel_token_unref(ta);
+    cancel_token_unref(tb);
+    return us;
+}
+
+#define PP_N 20000
+
+static void pingpong_bench(void)
+{
+    double v[3][BENCH_REPS];
+    for (int rep = 0; rep < BENCH_REPS; rep++)
+        for (int m = 0; m < 3; m++)
+            v[m][rep] = pingpong_run(m, PP_N);
+    double c = bench_median(v[PP_CANCEL], BENCH_REPS);
+    double h = bench_median(v[PP_HAND], BENCH_REPS);
+    double r = bench_median(v[PP_PLAIN], BENCH_REPS);
+    bench_print("io_pingpong_cancel_read", c, "us");
+    bench_print("io_pingpong_ppoll_eventfd", h, "us");
+    bench_print("io_pingpong_read", r, "us");
+    bench_ratio("io_pingpong_cancel_read_vs_ppoll_eventfd", c, h);
+    bench_ratio("io_pingpong_cancel_read_vs_read", c, r);
+}
+
 /* ------------------------------------------------ fast paths */
 
 enum { FAST_N = 50000 };
@@ -252,10 +345,20 @@ static double per_read_once(int fd, int w, int kind)
     return (double)(bench_now_ns() - t0) / FAST_N;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     static double lat[WAKE_ITERS];
     double p50, p99;
+
+    if (argc == 4 && strcmp(argv[1], "pingpong") == 0) {
+        printf("%.2f us\n", pingpong_run(atoi(argv[2]), atoi(argv[3])));
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "pingpong") == 0) {
+        pingpong_bench();
+        return 0;
+    }
+    pingpong_bench();
 
     wake_run(1, lat, WAKE_ITERS);
     double raw50, raw99;

@@ -186,8 +186,17 @@ static ssize_t rw_nowait(bool out, int fd, const struct iovec *iov, int n, off_t
     return r < 0 ? -errno : r;
 }
 
-/* What kind of descriptor: found once per call, only when a wait looms. */
-enum kind { K_UNKNOWN, K_FILE, K_SOCK, K_OTHER };
+/*
+ * What kind of descriptor, found at most once per call and only when a
+ * wait looms.  The blocking path is the hot one of a server (issue 12:
+ * every extra system call there shows), so the kind is not asked with
+ * fstat when the F_GETFL flags, which the O_NONBLOCK rule needs anyway,
+ * already say enough: a descriptor open for reading or writing only is a
+ * pipe, FIFO, character device or file, never a socket.  A file then
+ * shows itself by polling ready while RWF_NOWAIT still says EAGAIN (data
+ * not in the page cache), and only then is fstat asked.
+ */
+enum kind { K_UNKNOWN, K_ASSUMED, K_FILE, K_SOCK, K_OTHER };
 
 static enum kind fd_kind(int fd)
 {
@@ -199,12 +208,19 @@ static enum kind fd_kind(int fd)
     return S_ISSOCK(st.st_mode) ? K_SOCK : K_OTHER;
 }
 
+/* The kind from the descriptor's flags FL where they suffice (see above). */
+static enum kind fd_kind_from_flags(int fd, int fl)
+{
+    return (fl & O_ACCMODE) == O_RDWR ? fd_kind(fd) : K_ASSUMED;
+}
+
 /*
  * Reads once (a short count is fine), or writes until all of IOV is out or
- * T fires (returning the count written, when there is one).
+ * T fires (returning the count written, when there is one).  TRIED: the
+ * caller's own non-blocking attempt already found nothing to move.
  */
 static ssize_t rw_cancel(cancel_token_t *t, bool out, int fd, const struct iovec *iov,
-                         int iovcnt, off_t off, bool pos, const char *call)
+                         int iovcnt, off_t off, bool pos, bool tried, const char *call)
 {
     size_t want;
     if (!iov_total(iov, iovcnt, &want) || (pos && off < 0))
@@ -214,32 +230,37 @@ static ssize_t rw_cancel(cancel_token_t *t, bool out, int fd, const struct iovec
         return -ENOMEM;
     size_t done = 0;
     bool nowait = true;    /* false once the descriptor refused RWF_NOWAIT */
+    bool polled = false;   /* the last wait said ready */
     enum kind kind = K_UNKNOWN;
+    int fl = -1;           /* F_GETFL, asked once */
     int err = 0;
     for (;;) {
         if ((err = cancelled(t)) != 0)
             break;
         off_t at = pos ? off + (off_t)done : 0;
         ssize_t r;
-        if (kind == K_UNKNOWN && !nowait)
-            kind = fd_kind(fd);
         if (nowait) {
             window_set(&w, iov, iovcnt, done, CHUNK);
-            r = rw_nowait(out, fd, w.v, w.n, at, pos);
+            r = tried ? -EAGAIN : rw_nowait(out, fd, w.v, w.n, at, pos);
+            tried = false;
             if (r == -EAGAIN) {
-                if (kind == K_UNKNOWN)
-                    kind = fd_kind(fd);
-                if (kind == K_FILE) {
-                    r = rw_plain(out, fd, w.v, w.n, at, pos);  /* one chunk */
-                } else if (fd_nonblocking(fd)) {
+                if (fl < 0 && (fl = fcntl(fd, F_GETFL)) >= 0 && (fl & O_NONBLOCK)) {
                     err = EAGAIN;
                     break;
+                }
+                if (kind == K_UNKNOWN)
+                    kind = fd_kind_from_flags(fd, fl);
+                else if (kind == K_ASSUMED && polled)
+                    kind = fd_kind(fd); /* ready, yet nothing: a file? */
+                if (kind == K_FILE) {
+                    r = rw_plain(out, fd, w.v, w.n, at, pos);  /* one chunk */
                 } else {
                     int rc = wait_one(t, fd, out ? POLLOUT : POLLIN, kind == K_SOCK, call);
                     if (rc < 0) {
                         err = -rc;
                         break;
                     }
+                    polled = true;
                     continue;
                 }
             } else if (r == -EOPNOTSUPP || r == -EINVAL || r == -ENOSYS) {
@@ -248,8 +269,12 @@ static ssize_t rw_cancel(cancel_token_t *t, bool out, int fd, const struct iovec
             }
         } else {
             /* Poll, then call: for descriptors without RWF_NOWAIT. */
+            if (kind == K_UNKNOWN || kind == K_ASSUMED)
+                kind = fd_kind(fd);
+            if (fl < 0)
+                fl = fcntl(fd, F_GETFL);
             window_set(&w, iov, iovcnt, done, kind == K_FILE || !out ? CHUNK : PIPE_BUF);
-            if (kind != K_FILE && !fd_nonblocking(fd)) {
+            if (kind != K_FILE && !(fl >= 0 && (fl & O_NONBLOCK))) {
                 int rc = wait_one(t, fd, out ? POLLOUT : POLLIN, kind == K_SOCK, call);
                 if (rc < 0) {
                     err = -rc;
@@ -260,6 +285,7 @@ static ssize_t rw_cancel(cancel_token_t *t, bool out, int fd, const struct iovec
                 break;
             r = rw_plain(out, fd, w.v, w.n, at, pos);
         }
+        polled = false;
         if (r < 0) {
             if (r == -EINTR)
                 continue;
@@ -285,8 +311,9 @@ static ssize_t read_t(cancel_token_t *t, int fd, void *buf, size_t n)
     ssize_t r = preadv2(fd, &v, 1, -1, RWF_NOWAIT);
     if (r >= 0)
         return r;
+    bool tried = errno == EAGAIN;
     v.iov_len = n;
-    return rw_cancel(t, false, fd, &v, 1, 0, false, "read");
+    return rw_cancel(t, false, fd, &v, 1, 0, false, tried, "read");
 }
 
 ssize_t cancel_read(int fd, void *buf, size_t n)
@@ -299,7 +326,7 @@ ssize_t cancel_write(int fd, const void *buf, size_t n)
 {
     cancel_token_t *t = cancel_current();
     struct iovec v = { .iov_base = (void *)buf, .iov_len = n };
-    EDGE(ssize_t, t ? rw_cancel(t, true, fd, &v, 1, 0, false, "write")
+    EDGE(ssize_t, t ? rw_cancel(t, true, fd, &v, 1, 0, false, false, "write")
                     : CANCEL_PLAIN(ssize_t, write(fd, buf, n)));
 }
 
@@ -308,7 +335,7 @@ ssize_t cancel__rw(cancel_token_t *t, bool out, int fd, const struct iovec *iov,
                    off_t off, bool pos)
 {
     IO_BEGIN();
-    ssize_t r = rw_cancel(t, out, fd, iov, iovcnt, off, pos, out ? "write" : "read");
+    ssize_t r = rw_cancel(t, out, fd, iov, iovcnt, off, pos, false, out ? "write" : "read");
     IO_END();
     return r;
 }
@@ -318,7 +345,7 @@ static ssize_t rw_edge(bool out, int fd, const struct iovec *iov, int iovcnt, of
                        bool pos, const char *call)
 {
     cancel_token_t *t = cancel_current();
-    EDGE(ssize_t, t ? rw_cancel(t, out, fd, iov, iovcnt, off, pos, call)
+    EDGE(ssize_t, t ? rw_cancel(t, out, fd, iov, iovcnt, off, pos, false, call)
                     : rw_plain(out, fd, iov, iovcnt, off, pos));
 }
 
