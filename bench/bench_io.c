@@ -13,6 +13,14 @@
  * with plain read, in the same run (ratio against the hand-rolled one).
  * `bench_io pingpong MODE N` runs one variant alone (for strace -c and
  * callgrind): MODE 0 cancel_read, 1 ppoll+eventfd, 2 read.
+ * Built a second time as bench_io_interposed (-DBENCH_INTERPOSED, linked
+ * with libcancel-interpose.so and libpq), it measures the interposer
+ * (issue 14) instead: a plain read with no current token through the
+ * interposer vs glibc's own read (found with dlsym on the libc handle), in
+ * the same run; the wake latency of a plain recv blocked under a token vs
+ * cancel_recv's; and, when CANCEL_BENCH_PG names a PostgreSQL server
+ * (bench/with_pg.sh starts a private one), cancel -> return of a PQexec
+ * blocked on the server in pg_sleep.
  * Fast paths (ns per call, data already there):
  *   cancel_read / read on a pipe, cancel_recv / recv on a socketpair, under a
  *   live token and with no current token.
@@ -345,11 +353,181 @@ static double per_read_once(int fd, int w, int kind)
     return (double)(bench_now_ns() - t0) / FAST_N;
 }
 
+#ifdef BENCH_INTERPOSED
+#include <dlfcn.h>
+#include <libpq-fe.h>
+
+static ssize_t (*libc_read)(int, void *, size_t);
+
+/* ns per one-byte read, through the interposer (KIND 0) or glibc's own (1). */
+static double per_read_interposed(int fd, int w, int kind)
+{
+    static char fill[FAST_N];
+    ssize_t put = 0;
+    while (put < FAST_N) {
+        ssize_t r = write(w, fill + put, (size_t)(FAST_N - put));
+        if (r <= 0)
+            exit(1);
+        put += r;
+    }
+    char c;
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < FAST_N; i++) {
+        ssize_t r = kind == 0 ? read(fd, &c, 1) : libc_read(fd, &c, 1);
+        BENCH_KEEP(r);
+    }
+    return (double)(bench_now_ns() - t0) / FAST_N;
+}
+
+struct recv_waker {
+    int sv[2];
+    sem_t go, armed;
+    cancel_token_t *token;
+    _Atomic int64_t returned;
+    int mode; /* 0: interposed recv, 1: cancel_recv */
+    bool stop;
+};
+
+static void *recv_worker(void *arg)
+{
+    struct recv_waker *w = arg;
+    char c;
+    for (;;) {
+        sem_wait(&w->go);
+        if (w->stop)
+            return NULL;
+        cancel_token_t *prev = cancel_enter(w->token);
+        sem_post(&w->armed);
+        ssize_t r = w->mode == 0 ? recv(w->sv[0], &c, 1, 0) : cancel_recv(w->sv[0], &c, 1, 0);
+        atomic_store(&w->returned, bench_now_ns());
+        BENCH_KEEP(r);
+        cancel_leave(prev);
+    }
+}
+
+/* Cancel -> return of a recv blocked under a token, N times, in MODE. */
+static void recv_wake_run(int mode, double *lat, int n)
+{
+    struct recv_waker w = { .mode = mode };
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, w.sv) != 0)
+        exit(1);
+    sem_init(&w.go, 0, 0);
+    sem_init(&w.armed, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, recv_worker, &w);
+    for (int i = 0; i < n; i++) {
+        w.token = cancel_token_new();
+        atomic_store(&w.returned, 0);
+        sem_post(&w.go);
+        sem_wait(&w.armed);
+        spin_ns(50 * 1000); /* asleep in ppoll by now */
+        int64_t t0 = bench_now_ns();
+        cancel_token_cancel(w.token, 0);
+        while (atomic_load(&w.returned) == 0)
+            ;
+        lat[i] = (double)(atomic_load(&w.returned) - t0);
+        cancel_token_unref(w.token);
+    }
+    w.stop = true;
+    sem_post(&w.go);
+    pthread_join(th, NULL);
+    close(w.sv[0]);
+    close(w.sv[1]);
+}
+
+struct pq_job {
+    PGconn *conn;
+    cancel_token_t *token;
+    sem_t started;
+    _Atomic int64_t returned;
+};
+
+static void *pq_worker(void *arg)
+{
+    struct pq_job *j = arg;
+    cancel_token_t *prev = cancel_enter(j->token);
+    sem_post(&j->started);
+    PGresult *r = PQexec(j->conn, "SELECT pg_sleep(60)");
+    atomic_store(&j->returned, bench_now_ns());
+    PQclear(r);
+    cancel_leave(prev);
+    return NULL;
+}
+
+/* Cancel -> return of PQexec blocked on the server, N times. */
+static bool pq_run(const char *conninfo, double *lat, int n)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_io_interposed: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        struct pq_job j = { .conn = c, .token = cancel_token_new() };
+        sem_init(&j.started, 0, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, pq_worker, &j);
+        sem_wait(&j.started);
+        usleep(20 * 1000); /* the query is on the server by now */
+        int64_t t0 = bench_now_ns();
+        cancel_token_cancel(j.token, 0);
+        pthread_join(th, NULL);
+        lat[i] = (double)(atomic_load(&j.returned) - t0);
+        cancel_token_unref(j.token);
+        PQreset(c); /* the documented rule after a cancelled call */
+    }
+    PQfinish(c);
+    return true;
+}
+
+static int interposed_main(void)
+{
+    void *libc = dlopen("libc.so.6", RTLD_NOLOAD | RTLD_LAZY);
+    libc_read = libc ? (ssize_t (*)(int, void *, size_t))dlsym(libc, "read") : NULL;
+    if (!libc_read)
+        return 1;
+    int pp[2];
+    if (pipe(pp) != 0)
+        return 1;
+    fcntl(pp[1], F_SETPIPE_SZ, 1 << 20);
+    double v[2][BENCH_REPS];
+    for (int rep = 0; rep < BENCH_REPS; rep++) {
+        v[0][rep] = per_read_interposed(pp[0], pp[1], 0);
+        v[1][rep] = per_read_interposed(pp[0], pp[1], 1);
+    }
+    double ip = bench_median(v[0], BENCH_REPS), lc = bench_median(v[1], BENCH_REPS);
+    bench_print("interpose_read_no_token", ip, "ns");
+    bench_print("interpose_libc_read", lc, "ns");
+    bench_ratio("interpose_read_no_token_vs_libc_read", ip, lc);
+
+    static double lat[WAKE_ITERS];
+    double r50, r99, c50, c99;
+    recv_wake_run(1, lat, WAKE_ITERS);
+    report_latency("interpose_wake_cancel_recv", lat, WAKE_ITERS, &c50, &c99);
+    recv_wake_run(0, lat, WAKE_ITERS);
+    report_latency("interpose_wake_recv", lat, WAKE_ITERS, &r50, &r99);
+    bench_ratio("interpose_wake_recv_vs_cancel_recv_p50", r50, c50);
+
+    const char *pg = getenv("CANCEL_BENCH_PG");
+    if (pg && *pg) {
+        double pl[20], p50, p99;
+        if (pq_run(pg, pl, 20))
+            report_latency("interpose_pqexec_cancel_to_return", pl, 20, &p50, &p99);
+    }
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     static double lat[WAKE_ITERS];
     double p50, p99;
 
+#ifdef BENCH_INTERPOSED
+    (void)argc, (void)argv, (void)lat, (void)p50, (void)p99;
+    return interposed_main();
+#endif
     if (argc == 4 && strcmp(argv[1], "pingpong") == 0) {
         printf("%.2f us\n", pingpong_run(atoi(argv[2]), atoi(argv[3])));
         return 0;
