@@ -558,6 +558,23 @@ START_TEST(cancel_getaddrinfo_works_and_fails_at_once_under_a_cancelled_token)
 }
 END_TEST
 
+/* ---------------------------------- a thread from a library constructor */
+
+extern long ip_ctor_result;
+extern int ip_ctor_errno, ip_ctor_pipe;
+void ip_ctor_join(void);
+
+START_TEST(a_thread_started_by_a_library_constructor_is_served)
+{
+    ip_ctor_join();
+    ck_assert_int_eq(ip_ctor_result, -1);
+    ck_assert_int_eq(ip_ctor_errno, ECANCELED);
+    char c = 0;
+    ck_assert_int_eq(read(ip_ctor_pipe, &c, 1), 1); /* nothing was consumed */
+    ck_assert_int_eq(c, 'c');
+}
+END_TEST
+
 /* ------------------------------------------------ the spin counter */
 
 START_TEST(calls_under_a_cancelled_token_are_counted)
@@ -612,6 +629,7 @@ int main(void)
     tcase_add_test(tc, getaddrinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving);
     tcase_add_test(tc, cancel_getaddrinfo_works_and_fails_at_once_under_a_cancelled_token);
     tcase_add_test(tc, calls_under_a_cancelled_token_are_counted);
+    tcase_add_test(tc, a_thread_started_by_a_library_constructor_is_served);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
