@@ -141,6 +141,7 @@ NEXT(int, sem_wait, NULL, sem_t *)
 /* ----------------------------------------------------- which token, if any */
 
 static _Atomic pid_t self_pid;
+static const struct cancel_interpose_api *api_get(void);
 
 static void atfork_child(void)
 {
@@ -151,6 +152,7 @@ __attribute__((constructor)) static void interpose_init(void)
 {
     atomic_store_explicit(&self_pid, getpid(), memory_order_relaxed);
     pthread_atfork(NULL, NULL, atfork_child);
+    (void)api_get();
 }
 
 /*
@@ -167,10 +169,26 @@ EXPORT unsigned long cancel__interpose_calls(void)
     return atomic_load_explicit(&calls_cancelled, memory_order_relaxed);
 }
 
+/* libcancel's table (interpose.h), fetched once. */
+static const struct cancel_interpose_api *api_table;
+
+static const struct cancel_interpose_api *api_get(void)
+{
+    const struct cancel_interpose_api *a = __atomic_load_n(&api_table, __ATOMIC_RELAXED);
+    if (__builtin_expect(!a, 0)) {
+        a = cancel__interpose_api();
+        if (a->version != CANCEL_INTERPOSE_API_VERSION)
+            abort(); /* a libcancel of another layout: nothing safe to call */
+        __atomic_store_n(&api_table, a, __ATOMIC_RELAXED);
+    }
+    return a;
+}
+#define API (*api_get())
+
 /* The token an interposed call honours, or NULL: the plain libc call. */
 static inline cancel_token_t *token(void)
 {
-    cancel_token_t *t = cancel__interpose_api.token();
+    cancel_token_t *t = API.token();
     if (__builtin_expect(t == NULL, 1))
         return NULL;
     /* A vfork child runs in its parent's memory and sees its token. */
@@ -230,7 +248,7 @@ EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
         cancel_token_t *t = token();                                       \
         if (!t)                                                            \
             return ret_call;                                               \
-        RET(ssize_t, cancel__interpose_api.rw(t, out, fd, IOV, IOVCNT, off, true)); \
+        RET(ssize_t, API.rw(t, out, fd, IOV, IOVCNT, off, true)); \
     }
 
 #define IOV (&(struct iovec){ .iov_base = (void *)buf, .iov_len = n })
@@ -261,7 +279,7 @@ static ssize_t pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen, 
     if (n > buflen)
         __chk_fail();
     struct iovec v = { .iov_base = buf, .iov_len = n };
-    RET(ssize_t, cancel__interpose_api.rw(t, false, fd, &v, 1, off, true));
+    RET(ssize_t, API.rw(t, false, fd, &v, 1, off, true));
 }
 
 EXPORT ssize_t __pread_chk(int fd, void *buf, size_t n, off_t off, size_t buflen)
@@ -373,7 +391,7 @@ EXPORT int poll(struct pollfd *fds, nfds_t n, int ms)
     if (!t)
         return real_poll()(fds, n, ms);
     struct timespec rel = ms_to_ts(ms);
-    RET(int, cancel__interpose_api.ppoll(t, fds, n, ms >= 0 ? &rel : NULL, NULL));
+    RET(int, API.ppoll(t, fds, n, ms >= 0 ? &rel : NULL, NULL));
 }
 
 EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int ms, size_t fdslen)
@@ -384,7 +402,7 @@ EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int ms, size_t fdslen)
     if (fdslen / sizeof *fds < n)
         __chk_fail();
     struct timespec rel = ms_to_ts(ms);
-    RET(int, cancel__interpose_api.ppoll(t, fds, n, ms >= 0 ? &rel : NULL, NULL));
+    RET(int, API.ppoll(t, fds, n, ms >= 0 ? &rel : NULL, NULL));
 }
 
 EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *rel, const sigset_t *mask)
@@ -392,7 +410,7 @@ EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *rel, const
     cancel_token_t *t = token();
     if (!t)
         return real_ppoll()(fds, n, rel, mask);
-    RET(int, cancel__interpose_api.ppoll(t, fds, n, rel, mask));
+    RET(int, API.ppoll(t, fds, n, rel, mask));
 }
 
 EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *rel,
@@ -403,7 +421,7 @@ EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *rel,
         return real___ppoll_chk()(fds, n, rel, mask, fdslen);
     if (fdslen / sizeof *fds < n)
         __chk_fail();
-    RET(int, cancel__interpose_api.ppoll(t, fds, n, rel, mask));
+    RET(int, API.ppoll(t, fds, n, rel, mask));
 }
 
 /*
@@ -426,7 +444,7 @@ static int select_t(cancel_token_t *t, int nfds, fd_set *rd, fd_set *wr, fd_set 
             p[n++] = (struct pollfd){ .fd = fd, .events = ev, .revents = 0 };
     }
     struct timespec start = cancel__now();
-    int r = cancel__interpose_api.ppoll(t, p, n, rel, mask);
+    int r = API.ppoll(t, p, n, rel, mask);
     if (tv && rel) {
         int64_t left = (int64_t)rel->tv_sec * 1000000000 + rel->tv_nsec -
                        (-cancel__ns_until(&start));
@@ -496,7 +514,7 @@ EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int ms)
     cancel_token_t *t = token();
     if (!t)
         return real_epoll_wait()(epfd, ev, max, ms);
-    RET(int, cancel__interpose_api.epoll_pwait(t, epfd, ev, max, ms, NULL));
+    RET(int, API.epoll_pwait(t, epfd, ev, max, ms, NULL));
 }
 
 EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms, const sigset_t *mask)
@@ -504,7 +522,7 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms, const 
     cancel_token_t *t = token();
     if (!t)
         return real_epoll_pwait()(epfd, ev, max, ms, mask);
-    RET(int, cancel__interpose_api.epoll_pwait(t, epfd, ev, max, ms, mask));
+    RET(int, API.epoll_pwait(t, epfd, ev, max, ms, mask));
 }
 
 /* --------------------------------------------------------------- sleeps */
@@ -513,7 +531,7 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms, const 
  * gets the time left.  0 or -errno. */
 static int sleep_t(cancel_token_t *t, struct timespec at, struct timespec *rem)
 {
-    int rc = cancel__interpose_api.sleep_until(t, &at);
+    int rc = API.sleep_until(t, &at);
     if (rc < 0 && rem) {
         int64_t left = cancel__ns_until(&at);
         if (left < 0)
@@ -615,7 +633,7 @@ EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host,
     cancel_token_t *t = token();
     if (!t)
         return real_getnameinfo()(sa, salen, host, hostlen, serv, servlen, flags);
-    return cancel__interpose_api.getnameinfo(t, sa, salen, host, hostlen, serv, servlen,
+    return API.getnameinfo(t, sa, salen, host, hostlen, serv, servlen,
                                              (int)flags);
 }
 
@@ -684,7 +702,7 @@ EXPORT int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
     cancel_token_t *t = sync_token(__builtin_return_address(0));
     if (!t)
         return real_pthread_cond_wait()(c, m);
-    return cancel__interpose_api.cond_wait(t, c, m, NULL, (clockid_t)-1);
+    return API.cond_wait(t, c, m, NULL, (clockid_t)-1);
 }
 
 EXPORT int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m,
@@ -693,7 +711,7 @@ EXPORT int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m,
     cancel_token_t *t = sync_token(__builtin_return_address(0));
     if (!t)
         return real_pthread_cond_timedwait()(c, m, at);
-    return cancel__interpose_api.cond_wait(t, c, m, at, (clockid_t)-1);
+    return API.cond_wait(t, c, m, at, (clockid_t)-1);
 }
 
 EXPORT int pthread_cond_clockwait(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clock,
@@ -702,7 +720,7 @@ EXPORT int pthread_cond_clockwait(pthread_cond_t *c, pthread_mutex_t *m, clockid
     cancel_token_t *t = sync_token(__builtin_return_address(0));
     if (!t)
         return real_pthread_cond_clockwait()(c, m, clock, at);
-    return cancel__interpose_api.cond_wait(t, c, m, at, clock);
+    return API.cond_wait(t, c, m, at, clock);
 }
 
 EXPORT int sem_wait(sem_t *sem)

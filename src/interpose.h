@@ -60,8 +60,9 @@ int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
 
 /*
  * The entry points libcancel-interpose.so needs beyond the public API.
- * libcancel exports this one table (cancel__interpose_api) and nothing
- * else that is not public; VERSION changes whenever the layout does.
+ * libcancel exports one function that returns this table
+ * (cancel__interpose_api) and nothing else that is not public; VERSION
+ * changes whenever the layout does.
  * Every function returns >= 0 or -errno and runs inside IO_BEGIN/IO_END.
  */
 #define CANCEL_INTERPOSE_API_VERSION 1
@@ -83,7 +84,7 @@ struct cancel_interpose_api {
                        char *host, socklen_t hostlen, char *serv, socklen_t servlen,
                        int flags);
 };
-extern const struct cancel_interpose_api cancel__interpose_api;
+const struct cancel_interpose_api *cancel__interpose_api(void);
 
 /* sync.c: pthread_cond_wait (ABSTIME NULL), or the timed wait on CLOCK (-1:
  * the condition variable's own clock, as pthread_cond_timedwait) under T,

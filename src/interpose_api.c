@@ -57,8 +57,7 @@ static int interpose_getnameinfo(cancel_token_t *t, const struct sockaddr *sa, s
     return rc;
 }
 
-/* The one non-public export (tests/exports.sh allows it): see interpose.h. */
-__attribute__((visibility("default"))) const struct cancel_interpose_api cancel__interpose_api = {
+static const struct cancel_interpose_api api = {
     .version = CANCEL_INTERPOSE_API_VERSION,
     .token = interpose_token,
     .ppoll = interpose_ppoll,
@@ -68,3 +67,10 @@ __attribute__((visibility("default"))) const struct cancel_interpose_api cancel_
     .rw = cancel__rw,
     .getnameinfo = interpose_getnameinfo,
 };
+
+/* The one non-public export (tests/exports.sh allows it): see interpose.h. */
+__attribute__((visibility("default"))) const struct cancel_interpose_api *
+cancel__interpose_api(void)
+{
+    return &api;
+}

@@ -313,7 +313,14 @@ int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
             break;
         }
         /* A slice ended (degraded mode), or the wake fd fired before the
-         * reason became visible to this thread: look again. */
+         * reason became visible to this thread: look again.  A wake fd
+         * readable while our callback has not run was written by someone
+         * else (a forked child cancelling its copy of a token that carried
+         * this thread's callback writes the shared eventfd): drain it, or
+         * ppoll would return at once for ever. */
+        if (efd >= 0 && (set[n].revents & POLLIN) &&
+            !atomic_load_explicit(&ws.fired, memory_order_acquire))
+            drain(efd);
     }
     cancel__blocked_end();
 

@@ -5,7 +5,7 @@ lib="${top_builddir:-.}/.libs/libcancel.so"
 syms=$(nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ { print $3 }')
 [ -n "$syms" ] || { echo "no exported symbols found"; exit 1; }
 bad=$(printf '%s\n' "$syms" | grep -v '^cancel_' | grep -v '^cancel__never$' | grep -vx 'cancel__interpose_api' || true)
-# interpose hook (issue 14): the interposer's one private table is allowed.
+# interpose hook (issue 14): the function that hands the interposer its table is allowed.
 inner=$(printf '%s\n' "$syms" | grep '^cancel__' | grep -vx 'cancel__interpose_api' || true)
 echo "exported: $(printf '%s\n' "$syms" | wc -l) symbols"
 if [ -n "$bad$inner" ]; then
