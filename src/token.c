@@ -252,7 +252,7 @@ static bool flag_locked(cancel_token_t *t, int reason)
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext && ext->fd >= 0) {
         /* interpose hook: glibc's eventfd_write never reaches the
-         * interposer (this runs under cancel__lock); see interpose.h. */
+         * interposer (this runs with the token locked); see interpose.h. */
         while (eventfd_write(ext->fd, 1) < 0 && errno == EINTR)
             ;
     }
@@ -460,7 +460,6 @@ int cancel_token_fd(cancel_token_t *t)
          * already flagged the token, in which case we write it here. */
         if (cancel__reason_locked(t) != 0)
             (void)eventfd_write(fd, 1); /* interpose hook: see interpose.h */
-        }
         ext->fd = fd;
     }
     int fd = ext->fd;
