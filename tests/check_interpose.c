@@ -528,6 +528,43 @@ START_TEST(getaddrinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving
 }
 END_TEST
 
+/*
+ * The abandoned lookup finishes in the background and frees what it got:
+ * after the cancel the stub answers the query (NXDOMAIN), the lookup
+ * thread ends, and the thread count comes back; under ASan, LeakSanitizer
+ * at this test process's exit reports anything the lookup left behind.
+ */
+START_TEST(an_abandoned_lookup_ends_in_the_background_and_frees_its_result)
+{
+    int stub = never_answering_resolver();
+    int threads0 = tu_count_threads();
+    cancel_after_readable = stub;
+    struct job j = { .which = C_GETADDRINFO };
+    int64_t dt = run_cancelled_while_blocked(&j);
+    ck_assert_int_eq(j.result, EAI_SYSTEM);
+    ck_assert_int_eq(j.err, ECANCELED);
+    ck_assert_int_lt(dt, TU_WAKE_GUARD_NS);
+    /* Answer every query now: NXDOMAIN (QR set, RCODE 3). */
+    int64_t until = tu_now_ns() + 10 * 1000000000LL;
+    while (tu_count_threads() > threads0 && tu_now_ns() < until) {
+        unsigned char q[512];
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        struct pollfd p = { .fd = stub, .events = POLLIN, .revents = 0 };
+        if (poll(&p, 1, 10) == 1) {
+            ssize_t n = recvfrom(stub, q, sizeof q, 0, (struct sockaddr *)&from, &len);
+            if (n >= 12) {
+                q[2] |= 0x80;
+                q[3] = (unsigned char)((q[3] & 0xf0) | 3);
+                sendto(stub, q, (size_t)n, 0, (struct sockaddr *)&from, len);
+            }
+        }
+    }
+    ck_assert_int_le(tu_count_threads(), threads0);
+    close(stub);
+}
+END_TEST
+
 START_TEST(cancel_getaddrinfo_works_and_fails_at_once_under_a_cancelled_token)
 {
     struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM,
@@ -632,6 +669,7 @@ int main(void)
 #endif
     tcase_add_test(tc, getaddrinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving);
     tcase_add_test(tc, cancel_getaddrinfo_works_and_fails_at_once_under_a_cancelled_token);
+    tcase_add_test(tc, an_abandoned_lookup_ends_in_the_background_and_frees_its_result);
     tcase_add_test(tc, calls_under_a_cancelled_token_are_counted);
     tcase_add_test(tc, a_thread_started_by_a_library_constructor_is_served);
     suite_add_tcase(s, tc);
