@@ -82,7 +82,8 @@ struct wake_state {
     bool dirty;
     cancel_callback_t slot;
 };
-static __thread struct wake_state ws = { .fd = -1 };
+/* Initial-exec: the blocking path reads it several times per wait. */
+static __thread struct wake_state ws __attribute__((tls_model("initial-exec"))) = { .fd = -1 };
 
 /*
  * Disarms the slot unless it is armed, and has not run, on T (T NULL:
