@@ -17,7 +17,8 @@
  * order the modules happened to be first used.
  *
  * Lock order taken here: the signal lock (never held with another), the
- * library lock (cancel__lock), the timer lock, the worker cache's lock.
+ * token locks (lock.c closes the fork gate and waits until no thread holds
+ * one), the timer lock, the worker cache's lock.
  * Per-object locks (a scope's, a waiter's) are not taken: objects in use
  * by other threads at the fork belong to the parent (cancel(7), FORK).
  */
