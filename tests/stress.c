@@ -568,6 +568,7 @@ int main(void)
     if (!run_pool)
         seconds = 0;
     long ops_before_pool = ops;
+    atomic_store(&stop, false);
     pthread_t th[THREADS];
     int64_t t0 = tu_now_ns_();
     for (int i = 0; i < THREADS; i++)
@@ -605,7 +606,10 @@ int main(void)
            (long)bytes_read, (long)bytes_left);
     printf("stress: fds %d (start %d), threads %d (start %d, idle workers %u, timer pending %zu)\n",
            fds, fds0, threads, threads0, cancel__worker_idle_count(), cancel__timer_pending());
-    bool ok = violations == 0 && cb_ran_twice == 0 && cb_armed == cb_ran + cb_removed &&
+    /* Each mode that ran did some work (a mode that stopped at once would
+     * check nothing). */
+    bool worked = (!run_pool || pool_ops > 0) && (!run_subtrees || ops > pool_ops);
+    bool ok = worked && violations == 0 && cb_ran_twice == 0 && cb_armed == cb_ran + cb_removed &&
               spawned == ran && ran == joined && bytes_written == bytes_read + bytes_left &&
               fds <= fds0 && threads <= threads0 + 1 + (int)cancel__worker_idle_count() &&
               subtrees_ok;
