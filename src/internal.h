@@ -190,6 +190,9 @@ void cancel__wait_key_locked(const void *key);
 void cancel__wake_key_locked(const void *key);
 void cancel__broadcast_locked(void);
 struct cancel_op *cancel__ops_locked(void);
+/* True when the calling thread is inside cancel_token_cancel of T or of an
+ * ancestor of T, running its callbacks (scope.c: join's EDEADLK). */
+bool cancel__cancelling_here(const cancel_token_t *t);
 
 /*
  * What a thread is blocked in, for scope diagnostics: the wrapped-call
@@ -215,6 +218,8 @@ unsigned cancel__worker_idle_count(void);
 long cancel__ncpu(void);    /* online CPUs (spinning makes sense only above 1) */
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 extern _Atomic int cancel__worker_fail_next_create;
+/* Task records allocated now, in every scope (scope.c; tests watch it). */
+extern _Atomic long cancel__scope_task_records;
 
 /*
  * Wrapped-call waits (wake.c).  cancel__wait_ready waits until one of

@@ -422,6 +422,30 @@ static void wait_for_nested_ops(struct cancel_op *me)
     me->waiting_under = NULL;
 }
 
+/*
+ * cancel__cancelling_here (declared in internal.h, used by scope.c): is
+ * the calling thread running the callbacks of a cancel rooted at T or at
+ * an ancestor of T?  Only this thread adds or removes its own ops, and a
+ * listed op holds a reference on its root; T's parent chain is read
+ * under the lock.
+ */
+bool cancel__cancelling_here(const cancel_token_t *t)
+{
+    if (!t)
+        return false;
+    pthread_t self = pthread_self();
+    bool here = false;
+    cancel__lock();
+    for (const struct cancel_op *op = ops; op && !here; op = op->next) {
+        if (!op->root || !pthread_equal(op->thread, self))
+            continue;
+        for (const cancel_token_t *n = t; n && !here; n = n->parent)
+            here = n == op->root;
+    }
+    cancel__unlock();
+    return here;
+}
+
 static void record_origin_locked(cancel_token_t *t, const char *file, int line)
 {
     struct token_ext *ext = cancel__token_ext_locked(t);

@@ -1126,6 +1126,293 @@ START_TEST(dump_shows_a_task_blocked_in_cancel_read_with_its_fd)
 }
 END_TEST
 
+/* ------------------------------------------------------------ issue 11 */
+
+struct spawner {
+    cancel_scope_t *s;
+    pid_t tid;
+    tu_latch_t ready;
+    int rc;
+};
+
+static void *spawn_into_full_scope(void *arg)
+{
+    struct spawner *sp = arg;
+    sp->tid = tu_gettid();
+    tu_latch_post(&sp->ready);
+    sp->rc = cancel_scope_spawn(sp->s, task_return_arg, NULL, NULL);
+    return NULL;
+}
+
+struct releaser {
+    pid_t tid;
+};
+
+static void *release_when_joiner_sleeps(void *arg)
+{
+    struct releaser *r = arg;
+    tu_wait_until_sleeping(r->tid);
+    tu_latch_post(&release);
+    return NULL;
+}
+
+START_TEST(join_waits_for_a_spawn_that_was_waiting_for_a_slot)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 1), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    struct spawner sp = { .s = s, .rc = -1 };
+    tu_latch_init(&sp.ready);
+    pthread_t x, y;
+    tu_thread_start(&x, spawn_into_full_scope, &sp);
+    tu_latch_wait(&sp.ready);
+    tu_wait_until_sleeping(sp.tid); /* in spawn, waiting for the slot */
+    struct releaser r = { tu_gettid() };
+    tu_thread_start(&y, release_when_joiner_sleeps, &r);
+    /* The spawn began before join: join waits for it and for its task. */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    tu_thread_join(x);
+    tu_thread_join(y);
+    ck_assert_int_eq(sp.rc, 0);
+}
+END_TEST
+
+/* Returns once S's dump shows a task blocked in read on FD (at most the
+ * usual guard): the cancel then has that task's wake-up to deliver. */
+static void wait_blocked_in_read(cancel_scope_t *s, int fd)
+{
+    char want[64], buf[2048];
+    snprintf(want, sizeof want, "blocked in read(fd %d)", fd);
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    do {
+        dump_to(s, buf, sizeof buf);
+        if (strstr(buf, want))
+            return;
+        sched_yield();
+    } while (tu_now_ns() < until);
+}
+
+struct joining_cb {
+    cancel_scope_t *s;
+    int rc;
+    bool ran;
+};
+
+static void join_from_callback(void *arg, int reason)
+{
+    struct joining_cb *j = arg;
+    (void)reason;
+    j->rc = cancel_scope_join(j->s, NULL);
+    j->ran = true;
+}
+
+START_TEST(callback_of_the_scope_token_that_joins_gets_edeadlk)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct reader r = { fds[0], 0, 0 };
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_read_pipe, &r, NULL), 0);
+    wait_blocked_in_read(s, fds[0]);
+    struct joining_cb j = { s, -1, false };
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, cancel_scope_token(s), join_from_callback, &j), 0);
+    cancel_scope_cancel(s);
+    ck_assert(j.ran);
+    ck_assert_int_eq(j.rc, EDEADLK);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(r.err, ECANCELED);
+    close(fds[0]);
+    close(fds[1]);
+}
+END_TEST
+
+START_TEST(callback_of_an_ancestor_token_that_joins_gets_edeadlk)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct reader r = { fds[0], 0, 0 };
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *mid = cancel_token_child(root);
+    cancel_scope_t *s = cancel_scope_open_in(mid, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_read_pipe, &r, NULL), 0);
+    wait_blocked_in_read(s, fds[0]);
+    struct joining_cb j = { s, -1, false };
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, root, join_from_callback, &j), 0);
+    cancel_token_cancel(root, ECANCELED);
+    ck_assert(j.ran);
+    ck_assert_int_eq(j.rc, EDEADLK);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ECANCELED);
+    ck_assert_int_eq(r.err, ECANCELED);
+    /* A join from an unrelated token's callback is not refused. */
+    cancel_scope_t *s2 = cancel_scope_open_in(NULL, 0);
+    cancel_token_t *other = cancel_token_new();
+    struct joining_cb j2 = { s2, -1, false };
+    ck_assert_int_eq(cancel_callback_add(&cb, other, join_from_callback, &j2), 0);
+    cancel_token_cancel(other, ECANCELED);
+    ck_assert(j2.ran);
+    ck_assert_int_eq(j2.rc, 0);
+    cancel_token_unref(other);
+    cancel_token_unref(mid);
+    cancel_token_unref(root);
+    close(fds[0]);
+    close(fds[1]);
+}
+END_TEST
+
+/* Bug 7: A opens S2, spawns B into it and returns; S1 (and A) are freed;
+ * then B opens and joins S3. */
+static cancel_scope_t *orphan_scope;
+static tu_latch_t orphan_go;
+static int orphan_rc = -1;
+
+static int task_b_opens_and_joins_nested(void *arg)
+{
+    (void)arg;
+    tu_latch_wait(&orphan_go);
+    cancel_scope_t *s3 = cancel_scope_open(0);
+    int rc = cancel_scope_spawn(s3, task_return_arg, NULL, NULL);
+    if (rc == 0)
+        rc = cancel_scope_join(s3, NULL);
+    else
+        cancel_scope_join(s3, NULL);
+    orphan_rc = rc;
+    return 0;
+}
+
+static int task_a_opens_and_leaves(void *arg)
+{
+    (void)arg;
+    orphan_scope = cancel_scope_open(0);
+    return cancel_scope_spawn(orphan_scope, task_b_opens_and_joins_nested, NULL, NULL);
+}
+
+START_TEST(task_of_a_scope_whose_opener_is_freed_joins_a_nested_scope)
+{
+    tu_latch_init(&orphan_go);
+    cancel_scope_t *s1 = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s1, task_a_opens_and_leaves, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s1, NULL), 0); /* frees A's record */
+    /* Reuse A's memory for something else, as a busy program would. */
+    void *junk[8];
+    for (int i = 0; i < 8; i++) {
+        junk[i] = malloc(256);
+        memset(junk[i], 0x5a, 256);
+    }
+    tu_latch_post(&orphan_go);
+    ck_assert_int_eq(cancel_scope_join(orphan_scope, NULL), 0);
+    for (int i = 0; i < 8; i++)
+        free(junk[i]);
+    ck_assert_int_eq(orphan_rc, 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+}
+END_TEST
+
+static _Atomic pid_t dead_tid;
+
+static int task_pthread_exit(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    pthread_exit(NULL);
+}
+
+static int task_pthread_cancel_self(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    pthread_cancel(pthread_self());
+    for (;;)
+        pthread_testcancel();
+}
+
+static _Atomic pid_t later_tid;
+
+static int task_record_tid(void *arg)
+{
+    (void)arg;
+    atomic_store(&later_tid, tu_gettid());
+    return 0;
+}
+
+static void check_thread_death(cancel_task_fn fn)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0); /* a sibling */
+    tu_latch_wait(&started);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, fn, NULL, &t), 0);
+    int result = -1;
+    ck_assert_int_eq(cancel_task_join(t, &result), 0);
+    ck_assert_int_eq(result, EOWNERDEAD);
+    /* A real failure: the sibling was cancelled (fail-fast). */
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    char buf[2048], me[64];
+    dump_to(s, buf, sizeof buf);
+    snprintf(me, sizeof me, "task %p", (void *)t);
+    ck_assert_ptr_null(strstr(buf, me)); /* no longer listed as live */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EOWNERDEAD);
+    /* Its thread is gone, not reused: the next task runs elsewhere. */
+    cancel_scope_t *s2 = cancel_scope_open(0);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(cancel_scope_spawn(s2, task_record_tid, NULL, NULL), 0);
+        ck_assert_int_eq(cancel_scope_join(s2, NULL), 0);
+        ck_assert_int_ne(atomic_load(&later_tid), atomic_load(&dead_tid));
+        s2 = cancel_scope_open(0);
+    }
+    ck_assert_int_eq(cancel_scope_join(s2, NULL), 0);
+}
+
+START_TEST(task_that_calls_pthread_exit_finishes_with_eownerdead)
+{
+    check_thread_death(task_pthread_exit);
+}
+END_TEST
+
+START_TEST(task_that_is_pthread_cancelled_finishes_with_eownerdead)
+{
+    check_thread_death(task_pthread_cancel_self);
+}
+END_TEST
+
+static cancel_scope_t *own_scope;
+
+static int task_spawn_into_own_scope(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    return cancel_scope_spawn(own_scope, task_return_arg, NULL, NULL);
+}
+
+START_TEST(dump_shows_a_task_waiting_in_spawn_for_a_slot_of_its_own_full_scope)
+{
+    own_scope = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(own_scope, 1), 0);
+    ck_assert_int_eq(cancel_scope_spawn_named(own_scope, "spawner", task_spawn_into_own_scope,
+                                              NULL, NULL), 0);
+    tu_latch_wait(&started);
+    char buf[2048];
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    do {
+        dump_to(own_scope, buf, sizeof buf);
+        if (strstr(buf, "waiting in spawn for a slot"))
+            break;
+        sched_yield();
+    } while (tu_now_ns() < until);
+    cancel_scope_cancel(own_scope);
+    ck_assert_int_eq(cancel_scope_join(own_scope, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "\"spawner\": running"));
+    ck_assert_ptr_nonnull(strstr(buf, "waiting in spawn for a slot of this full scope"));
+    ck_assert_int_eq(atomic_load(&runs), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ suite */
 
 int main(void)
@@ -1176,6 +1463,13 @@ int main(void)
                     dump_shows_a_task_blocked_in_cancel_read_with_its_fd } },
         { "diagnostics", { dump_lists_live_tasks_with_names_state_and_cancelled_tokens,
                            dump_shows_the_wrapped_call_a_task_is_blocked_in } },
+        { "issue11", { join_waits_for_a_spawn_that_was_waiting_for_a_slot,
+                       callback_of_the_scope_token_that_joins_gets_edeadlk,
+                       callback_of_an_ancestor_token_that_joins_gets_edeadlk,
+                       task_of_a_scope_whose_opener_is_freed_joins_a_nested_scope,
+                       task_that_calls_pthread_exit_finishes_with_eownerdead,
+                       task_that_is_pthread_cancelled_finishes_with_eownerdead,
+                       dump_shows_a_task_waiting_in_spawn_for_a_slot_of_its_own_full_scope } },
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);
@@ -1183,6 +1477,8 @@ int main(void)
         tcase_set_timeout(tc, TU_TIMEOUT);
         for (int i = 0; i < 16 && groups[g].tests[i]; i++)
             tcase_add_test(tc, groups[g].tests[i]);
+        if (strcmp(groups[g].name, "issue11") == 0)
+            tcase_add_loop_test(tc, join_waits_for_a_spawn_that_was_waiting_for_a_slot, 0, 32);
         if (g == 3)
             tcase_add_loop_test(tc, spawned_task_runs_exactly_once_even_if_cancelled_before_it_starts,
                                 0, 16);
