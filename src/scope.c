@@ -756,7 +756,10 @@ int cancel_scope_start(cancel_scope_t *s, cancel_task_fn fn, void *arg, void **r
     }
     task->start = NULL;
     task->start_hold = false;
-    if (cancelled)
+    if (cancelled && sw.state == START_RETURNED && sw.result != 0 && sw.result != ECANCELED &&
+        sw.result != ETIMEDOUT)
+        rc = sw.result; /* its own failure cancelled the scope (fail-fast) */
+    else if (cancelled)
         rc = reason == ETIMEDOUT ? ETIMEDOUT : ECANCELED;
     else if (sw.state == START_RETURNED)
         rc = sw.result ? sw.result : ECHILD;
