@@ -3,6 +3,9 @@
  *
  * Lock order (outermost first): cancel__lock, then the timer lock
  * (timer.c), then nothing.  Callbacks never run under cancel__lock.
+ * The signal lock (signal.c) and the worker cache's lock (worker.c) are
+ * never held with another.  fork.c takes all four around fork(): the
+ * signal lock, cancel__lock, the timer lock, the worker lock.
  */
 #ifndef CANCEL_INTERNAL_H
 #define CANCEL_INTERNAL_H
@@ -86,7 +89,7 @@ struct token_ext {
     bool has_deadline;
     struct timespec deadline;
     size_t heap_index;
-    /* Linked token (link.c): its sources and one callback on each. */
+    /* Linked token (token_any.c): its sources and one callback on each. */
     size_t nsources;
     cancel_token_t **sources;
     cancel_callback_t *links;
@@ -242,6 +245,23 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t);
 
 /* A detached library thread with every signal blocked (thread.c). */
 int cancel__start_service_thread(void *(*fn)(void *), void *arg, size_t stack_size);
+
+/* fork handling (fork.c calls these around fork(), in the lock order):
+ * prepare takes the module's lock, parent releases it, child resets the
+ * module for a process with one thread. */
+void cancel__fork_init(void);   /* registers them, once (lock.c's constructor) */
+void cancel__signal_atfork_prepare(void);
+void cancel__signal_atfork_parent(void);
+void cancel__signal_atfork_child(void);
+void cancel__lock_atfork_prepare(void);
+void cancel__lock_atfork_parent(void);
+void cancel__lock_atfork_child(void);
+void cancel__timer_atfork_prepare(void);
+void cancel__timer_atfork_parent(void);
+void cancel__timer_atfork_child(void);
+void cancel__worker_atfork_prepare(void);
+void cancel__worker_atfork_parent(void);
+void cancel__worker_atfork_child(void);
 
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);

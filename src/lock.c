@@ -94,18 +94,35 @@ static bool barrier_register(void)
     return state == 1;
 }
 
-/* A child of a fork has one thread: nobody sleeps for the lock there, and
- * a count inherited from a sleeper would make every unlock a syscall. */
-static void lock_atfork_child(void)
+/* --- fork hook (reliab, issue 11; called by fork.c in the lock order) ---
+ * The forking thread holds the lock across fork(), so no other thread is
+ * inside a critical section when the child's copy is made. */
+void cancel__lock_atfork_prepare(void)
 {
-    atomic_store_explicit(&cancel__lock_state.sleepers, 0, memory_order_relaxed);
+    cancel__lock();
 }
+
+void cancel__lock_atfork_parent(void)
+{
+    cancel__unlock();
+}
+
+/* A child of a fork has one thread: the lock is free, nobody sleeps for it
+ * (a count inherited from a sleeper would make every unlock a syscall) and
+ * nobody waits on the queue (its records were other threads' stacks). */
+void cancel__lock_atfork_child(void)
+{
+    waiting = NULL;
+    atomic_store_explicit(&cancel__lock_state.sleepers, 0, memory_order_relaxed);
+    atomic_store_explicit(&cancel__lock_state.held, 0, memory_order_relaxed);
+}
+/* --- end of fork hook --- */
 
 __attribute__((constructor)) static void lock_init(void)
 {
     int saved = errno;
     barrier_register();
-    pthread_atfork(NULL, NULL, lock_atfork_child);
+    cancel__fork_init(); /* fork hook (reliab, issue 11) */
     errno = saved;
 }
 

@@ -61,30 +61,39 @@ static struct timespec wake_at;
 static const struct timespec NEVER = { INT64_MAX, 999999999L };
 static const struct timespec ZERO = { 0, 0 };
 
-static void atfork_prepare(void)
+/* --- fork hook (reliab, issue 11; called by fork.c in the lock order) --- */
+void cancel__timer_atfork_prepare(void)
 {
     pthread_mutex_lock(&timer_lock);
 }
 
-static void atfork_parent(void)
+void cancel__timer_atfork_parent(void)
 {
     pthread_mutex_unlock(&timer_lock);
 }
 
-/* The child has no timer thread: the next deadline starts one, and it fires
- * what the heap inherited.  The condvar may have had a waiter in the
- * parent, so it is made anew. */
-static void atfork_child(void)
+/* The child has no timer thread: the next deadline starts one.  Deadlines
+ * armed before the fork do not fire in the child (their waiters were the
+ * parent's threads): the heap is emptied, so a deadline the child arms is
+ * the first the new thread sees.  The condvar may have had a waiter in the
+ * parent: it is made anew.  The lock is ours since prepare. */
+void cancel__timer_atfork_child(void)
 {
+    for (size_t i = 0; i < heap_len; i++)
+        heap[i].ext->heap_index = SIZE_MAX;
+    heap_len = 0;
     started = false;
     wake_at = NEVER;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&timer_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_unlock(&timer_lock);
+    if (timer_init_error == 0) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&timer_cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&timer_lock); /* ours since prepare */
 }
+/* --- end of fork hook --- */
 
 static void timer_init(void)
 {
@@ -96,8 +105,6 @@ static void timer_init(void)
             rc = pthread_cond_init(&timer_cond, &attr);
         pthread_condattr_destroy(&attr);
     }
-    if (rc == 0)
-        rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     timer_init_error = rc;
     wake_at = NEVER;
 }
