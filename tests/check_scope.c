@@ -1536,9 +1536,9 @@ END_TEST
 START_TEST(start_under_a_deadline_returns_etimedout)
 {
     cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    int64_t t0 = tu_now_ns();
     cancel_token_t *me = cancel_token_with_timeout(NULL, 20 * 1000000LL);
     cancel_token_t *prev = cancel_enter(me);
-    int64_t t0 = tu_now_ns();
     ck_assert_int_eq(cancel_scope_start(s, task_never_started, NULL, NULL, NULL), ETIMEDOUT);
     cancel_leave(prev);
     ck_assert_int_ge(tu_now_ns() - t0, 20 * 1000000LL);
