@@ -363,10 +363,14 @@ int cancel_token_set_deadline(cancel_token_t *t, const struct timespec *at)
             return ENOMEM;
     }
     pthread_once(&timer_once, timer_init);
-    struct timespec now = cancel__now();
     int rc = 0;
     bool fire = false;
     pthread_mutex_lock(&timer_lock);
+    /* Read under the lock: the timer thread pops a token only once its
+     * deadline is at or before the clock, under this lock, so a token it
+     * popped (and is about to cancel) reads as due here, never as "not in
+     * the heap, to be re-armed". */
+    struct timespec now = cancel__now();
     bool in_heap = ext->has_deadline && ext->heap_index != SIZE_MAX;
     if (ext->has_deadline && cancel__timespec_cmp(&ext->deadline, &now) <= 0) {
         /* Due: fired, or about to on the timer thread; we finish it. */
