@@ -537,7 +537,7 @@ END_TEST
 
 START_TEST(set_deadline_keeps_the_effective_deadline_the_earliest_with_ancestors)
 {
-    cancel_token_t *parent = cancel_token_with_timeout(NULL, 50 * MS);
+    cancel_token_t *parent = cancel_token_with_timeout(NULL, 1000 * MS);
     cancel_token_t *child = cancel_token_child(parent);
     struct timespec pd, got;
     ck_assert(cancel_token_deadline(parent, &pd));
