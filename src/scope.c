@@ -515,6 +515,22 @@ static void disarm_wakers(cancel_callback_t cbs[2])
     cancel_callback_remove(&cbs[1]);
 }
 
+/* Spins (MU not held) up to about 20 us while S has LIMIT or more live
+ * tasks.  Only on machines with more than one CPU. */
+static void spin_until_below(cancel_scope_t *s, unsigned limit)
+{
+    if (cancel__ncpu() < 2)
+        return;
+    int64_t start = now_ns();
+    for (unsigned i = 1; atomic_load_explicit(&s->live, memory_order_relaxed) >= limit; i++) {
+        if ((i & 63) == 0 && now_ns() - start > 20 * 1000)
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 /*
  * Waits (MU held) until S has a free slot.  The wait watches the scope's
  * token and the caller's current token through callbacks that broadcast
@@ -526,6 +542,7 @@ static int wait_for_slot_locked(cancel_scope_t *s, bool nowait, cancel_callback_
                                 bool *armed)
 {
     cancel_token_t *mine = cancel_current();
+    bool spun = false;
     while (s->limit != 0 && s->live >= s->limit) {
         if (nowait)
             return EBUSY;
@@ -533,6 +550,17 @@ static int wait_for_slot_locked(cancel_scope_t *s, bool nowait, cancel_callback_
             return ESHUTDOWN;
         if (cancel_token_is_cancelled(s->token) || cancel_token_is_cancelled(mine))
             return ECANCELED;
+        if (!spun) {
+            /* Short tasks free a slot within microseconds: spin briefly
+             * before arming callbacks and sleeping (a loop of spawns into
+             * a full scope then costs no futex wake). */
+            spun = true;
+            unsigned limit = s->limit;
+            pthread_mutex_unlock(&s->mu);
+            spin_until_below(s, limit);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         if (!*armed) {
             /* Armed without MU: a callback that fires inline takes MU. */
             pthread_mutex_unlock(&s->mu);
