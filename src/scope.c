@@ -36,15 +36,16 @@
  * something nested still refers to them, so the walk never touches freed
  * memory (a task record may be long gone while a scope it opened lives on).
  *
- * Lock order (outermost first): the scope's DRAIN_MU (only drain takes
- * it, around the cancels and set_deadline it makes), then MU, then the
- * token layer's locks (cancel__lock or its successors, the timer lock:
- * taken inside cancel_token_child and cancel_callback_add, which may be
- * called with MU held), then worker.c's lock.  The callbacks armed here
- * (wake_waiters, hard_cancel) take MU, and the token layer runs callbacks
- * with none of its locks held; so MU is never held while cancelling a
- * token, removing a callback or setting a deadline (each may run or wait
- * for such a callback).
+ * Lock order (outermost first; see "locks" in internal.h): the scope's
+ * DRAIN_MU (only drain takes it, around the cancels and the set_deadline
+ * it makes), then MU, then token locks (cancel_token_child and
+ * cancel_callback_add on a live token may be called with MU held: they
+ * run no callback), then the leaf locks (the worker cache's, taken by
+ * cancel__worker_start outside MU, and the timer's).  The callbacks armed
+ * here (wake_waiters, hard_cancel) take MU, and the token layer runs
+ * callbacks with no token lock held; so MU is never held while cancelling
+ * a token, removing a callback, setting a deadline or releasing a token
+ * (each may run, or wait for, such a callback).
  */
 #include "internal.h"
 
