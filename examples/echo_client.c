@@ -16,6 +16,7 @@
  * ("closed by the server").  Exit status 0 when every echo matched (and,
  * with --idle, the server closed the connection), else 1.
  * --connections N does all that N times, one connection after the other
+ * (the deadline covers them all)
  * (the echo_server test's load).  --pause-file F: after the first echo,
  * print "paused" and wait until the file F exists before sending the rest
  * (a client in the middle of its requests).
