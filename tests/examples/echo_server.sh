@@ -79,7 +79,7 @@ expect "$tmp/s1.out" "^listener: draining, stopped accepting$"
 expect "$tmp/s1.out" "^joined 3502 connections (3501 closed by the client, 1 idle, 0 cut at the grace, 0 failed)"
 
 # --- 2. SIGTERM drains: mid-request client served, stuck client cut at the grace
-start_server "$tmp/s2.out" --idle-ms 60000 --grace-ms 1500
+start_server "$tmp/s2.out" --idle-ms 60000 --grace-ms 4000
 "$client" --pause-file "$tmp/go" "$port" first second third >"$tmp/m.out" 2>&1 &
 m=$!
 pids="$pids $m"
@@ -91,7 +91,7 @@ wait_for "$tmp/st.out" "^idle$"
 
 t0=$(now_ms)
 kill -TERM "$spid"
-wait_for "$tmp/s2.out" "^signal: draining, 2 connections open, grace 1500 ms$"
+wait_for "$tmp/s2.out" "^signal: draining, 2 connections open, grace 4000 ms$"
 wait_for "$tmp/s2.out" "^listener: draining, stopped accepting$"
 # No new connection is served any more.
 if "$client" --timeout-ms 2000 "$port" late >"$tmp/late.out" 2>&1; then
@@ -109,7 +109,7 @@ wait_exit "$st" 20
 [ "$status" -eq 0 ] || fail "stuck client exit status $status"
 elapsed=$(($(now_ms) - t0))
 expect "$tmp/st.out" "^closed by the server$"
-[ "$elapsed" -ge 1500 ] || fail "stuck client cut after $elapsed ms, before the 1500 ms grace"
+[ "$elapsed" -ge 4000 ] || fail "stuck client cut after $elapsed ms, before the 4000 ms grace"
 wait_exit "$spid" 20
 [ "$status" -eq 0 ] || fail "server exit status $status after the drain, expected 0"
 expect "$tmp/s2.out" "connection 2: cut at the end of the grace"
