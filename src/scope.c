@@ -482,15 +482,19 @@ static void task_done(void *p)
         *s->done_tail = task;
         s->done_tail = &task->done_next;
     }
-    bool free_it = task_unheld_locked(s, task);
+    if (task_unheld_locked(s, task)) {
+        /* A handle-less record is ours alone: free it (and release its
+         * token) while it still counts as live, so that a join that
+         * returns leaves no record and no token of S behind. */
+        pthread_mutex_unlock(&s->mu);
+        task_free(task);
+        pthread_mutex_lock(&s->mu);
+    }
     s->live--;
     wake_locked(s);
     maybe_idle_locked(s);
-    /* After this unlock the scope may be freed at once; a handle-less
-     * record is ours alone. */
+    /* After this unlock the scope may be freed at once. */
     pthread_mutex_unlock(&s->mu);
-    if (free_it)
-        task_free(task);
 }
 
 static void wake_waiters(void *arg, int reason)
@@ -673,16 +677,21 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
             task->start_hold = true;
         }
     }
-    if (!(rc == 0 && sw))
-        s->spawning--;
-    if (rc)
-        maybe_idle_locked(s);
-    size_t stack = s->stack_size;
-    pthread_mutex_unlock(&s->mu);
     if (rc) {
+        /* The unused record (and its token, a child of S's) goes before
+         * we stop counting: a join that returns leaves nothing behind. */
+        pthread_mutex_unlock(&s->mu);
         task_free(task);
+        pthread_mutex_lock(&s->mu);
+        s->spawning--;
+        maybe_idle_locked(s);
+        pthread_mutex_unlock(&s->mu);
         return rc;
     }
+    if (!sw)
+        s->spawning--;
+    size_t stack = s->stack_size;
+    pthread_mutex_unlock(&s->mu);
 
     /* From here the task counts as live, so join waits for it.  A started
      * job runs FN exactly once, whatever happens to the scope meanwhile. */
@@ -691,13 +700,15 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
         task_unlink_locked(s, task);
         if (handle)
             s->for_next--;
+        pthread_mutex_unlock(&s->mu);
+        task_free(task); /* before it stops counting, as above */
+        pthread_mutex_lock(&s->mu);
         s->live--;
         if (sw)
             s->spawning--;
         wake_locked(s);
         maybe_idle_locked(s);
         pthread_mutex_unlock(&s->mu);
-        task_free(task);
         return EAGAIN;
     }
     *out = task;
@@ -797,11 +808,15 @@ int cancel_scope_start(cancel_scope_t *s, cancel_task_fn fn, void *arg, void **r
         free_it = release_locked(s, task); /* a failed start hands out nothing */
     else
         free_it = task_unheld_locked(s, task);
+    if (free_it) {
+        /* Freed while SPAWNING still counts us (see task_done). */
+        pthread_mutex_unlock(&s->mu);
+        task_free(task);
+        pthread_mutex_lock(&s->mu);
+    }
     s->spawning--;
     maybe_idle_locked(s);
     pthread_mutex_unlock(&s->mu);
-    if (free_it)
-        task_free(task);
     if (rc == 0) {
         if (ready_value)
             *ready_value = sw.value;

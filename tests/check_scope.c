@@ -1770,6 +1770,21 @@ START_TEST(handle_less_tasks_are_freed_as_soon_as_they_finish)
 }
 END_TEST
 
+START_TEST(join_leaves_no_task_record_or_token_behind)
+{
+    long before = records();
+    cancel_token_t *parent = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(parent, 0);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_posts_then_returns, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* At once, not eventually: join returned, so nothing of S is left. */
+    ck_assert_int_eq(records(), before);
+    ck_assert_ptr_null(parent->first_child);
+    cancel_token_unref(parent);
+}
+END_TEST
+
 static long rss_kib(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -2039,6 +2054,7 @@ int main(void)
             tcase_add_loop_test(tc, start_races_its_tasks_end_and_a_cancel, 0, 24);
             tcase_add_loop_test(tc, next_sees_a_task_that_finishes_while_it_starts_waiting, 0, 32);
             tcase_add_loop_test(tc, release_of_a_running_task_frees_it_when_it_finishes, 0, 16);
+            tcase_add_loop_test(tc, join_leaves_no_task_record_or_token_behind, 0, 32);
         }
         if (strcmp(groups[g].name, "drain") == 0)
             tcase_add_loop_test(tc, drain_racing_a_spawn_either_runs_the_task_or_refuses_it, 0, 16);
