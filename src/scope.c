@@ -376,8 +376,9 @@ static void task_free(struct cancel_task *task)
     cancel_token_unref(task->token);
     chain_unref(atomic_load_explicit(&task->node, memory_order_relaxed));
     free(task);
-    /* Relaxed: a statistic. */
-    atomic_fetch_sub_explicit(&cancel__scope_task_records, 1, memory_order_relaxed);
+    /* Release: pairs with the acquire of a test that reads the count and
+     * then looks at the scope's token (the token was released before). */
+    atomic_fetch_sub_explicit(&cancel__scope_task_records, 1, memory_order_release);
 }
 
 /* Nobody holds a finished TASK any more: unlink it (MU held); the caller

@@ -1418,7 +1418,8 @@ END_TEST
 
 static long records(void)
 {
-    return atomic_load(&cancel__scope_task_records);
+    /* Acquire: pairs with the release in scope.c's task_free. */
+    return atomic_load_explicit(&cancel__scope_task_records, memory_order_acquire);
 }
 
 START_TEST(try_spawn_returns_ebusy_at_once_when_the_limit_is_reached)
