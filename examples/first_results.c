@@ -15,7 +15,7 @@
  *    memory only for what is still running.
  *
  * Usage: first_results [N [K]]   (defaults: 8 3)
- * Worker i takes 60 ms * ((3 * i) % N + 1), so the finishing order is not
+ * Worker i takes 100 ms * ((3 * i) % N + 1), so the finishing order is not
  * the spawn order.  Prints one line per result taken, then a summary.
  */
 #include <cancel.h>
@@ -71,7 +71,7 @@ int main(int argc, char **argv)
     cancel_task_t *task_of[MAX_WORKERS];
     int64_t t0 = now_ns();
     for (int i = 0; i < n; i++) {
-        q[i] = (struct query){ .id = i, .cost_ns = 60000000LL * ((3 * i) % n + 1) };
+        q[i] = (struct query){ .id = i, .cost_ns = 100000000LL * ((3 * i) % n + 1) };
         int rc = cancel_scope_spawn(s, ask_replica, &q[i], &task_of[i]);
         if (rc != 0) {
             fprintf(stderr, "spawn: %s\n", strerror(rc));
@@ -103,17 +103,19 @@ int main(int argc, char **argv)
 
     /* Enough: the others stop now, and join waits only for their wake-up. */
     cancel_scope_cancel(s);
-    int cancelled = 0;
+    int cancelled = 0, late = 0;
     for (;;) {
         cancel_task_t *t;
         int result;
         if (cancel_scope_next(s, NULL, &t, &result) != 0)
             break;
         cancelled += result == ECANCELED;
+        late += result == 0; /* answered before the cancel reached it */
         cancel_task_release(t);
     }
     int rc = cancel_scope_join(s, NULL);
-    printf("took %d of %d results, cancelled %d replicas, done after %lld ms\n", taken, n,
-           cancelled, (long long)((now_ns() - t0) / 1000000));
+    printf("took %d of %d results, cancelled %d replicas (%d answered too late), "
+           "done after %lld ms\n", taken, n, cancelled, late,
+           (long long)((now_ns() - t0) / 1000000));
     return rc == 0 && taken == k ? 0 : 1;
 }
