@@ -381,6 +381,8 @@ unsigned cancel__worker_idle_count(void);
 long cancel__ncpu(void);    /* online CPUs (spinning makes sense only above 1) */
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 extern _Atomic int cancel__worker_fail_next_create;
+/* Task records allocated now, in every scope (scope.c; tests watch it). */
+extern _Atomic long cancel__scope_task_records;
 
 /*
  * Wrapped-call waits (wake.c).  cancel__wait_ready waits until one of
