@@ -87,9 +87,12 @@ static struct outcome await_child(pid_t pid, int done_rd)
 static struct outcome run_child(int (*fn)(void *), void *arg)
 {
     int done[2];
-    ck_assert_int_eq(pipe2(done, O_CLOEXEC), 0);
+    /* No ck_assert: the soak runs this outside Check; abort fails a test. */
+    if (pipe2(done, O_CLOEXEC) != 0)
+        abort();
     pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    if (pid < 0)
+        abort();
     if (pid == 0) {
         close(done[0]);
         _exit(fn(arg));
@@ -720,9 +723,77 @@ static Suite *suite(void)
     return s;
 }
 
+/*
+ * `check_fork --soak SECONDS` (make soak): the fork scenarios for that
+ * long, outside Check.  Five threads hammer the library's locks (as in
+ * children_forked_while_threads_hold_library_locks_do_not_hang) while the
+ * main thread forks children that use the whole library; every eighth
+ * child also checks a signal registration made before the fork.  Prints
+ * the figures; exit status 0 when no child hung or failed.
+ */
+static int signal_soak_child(void *arg)
+{
+    cancel_token_t *t = arg;
+    raise(SIGUSR2);
+    struct timespec guard = cancel__add_ns(cancel__now(), 4 * TU_WAKE_GUARD_NS);
+    if (cancel_token_wait(t, &guard) != 0)
+        return 20;
+    return use_the_library();
+}
+
+static int soak(int seconds)
+{
+    void *(*const fns[])(void *) = { hammer_tokens, hammer_tokens, hammer_deadlines,
+                                     hammer_scopes, hammer_signals };
+    enum { N = sizeof fns / sizeof fns[0] };
+    struct hammer h[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        atomic_init(&h[i].stop, false);
+        atomic_init(&h[i].rounds, 0);
+        h[i].token = cancel_token_new();
+        if (pthread_create(&th[i], NULL, fns[i], &h[i]) != 0)
+            return 2;
+    }
+    cancel_token_t *sig = cancel_token_new();
+    if (cancel_token_cancel_on_signal(sig, SIGUSR2) != 0)
+        return 2;
+    long forks = 0, hung = 0, failed = 0;
+    int last = 0;
+    int64_t t0 = tu_now_ns(), end = t0 + (int64_t)seconds * 1000000000LL;
+    while (tu_now_ns() < end) {
+        struct outcome o = forks % 8 == 7 ? run_child(signal_soak_child, sig)
+                                          : run_child(use_the_library_child, NULL);
+        forks++;
+        if (o.hung)
+            hung++;
+        else if (!WIFEXITED(o.status) || WEXITSTATUS(o.status) != 0) {
+            failed++;
+            last = WIFEXITED(o.status) ? WEXITSTATUS(o.status) : -WTERMSIG(o.status);
+        }
+    }
+    unsigned long hammered = 0;
+    for (int i = 0; i < N; i++) {
+        atomic_store(&h[i].stop, true);
+        pthread_join(th[i], NULL);
+        hammered += atomic_load(&h[i].rounds);
+        cancel_token_unref(h[i].token);
+    }
+    bool parent_ok = !cancel_token_is_cancelled(sig);
+    cancel_token_unref(sig);
+    double secs = (double)(tu_now_ns() - t0) / 1e9;
+    printf("fork soak: %.0f s, %ld forks (%.1f/s), %ld hung, %ld failed (last step %d), "
+           "%lu hammer operations (%.0f/s), parent's registration %s\n",
+           secs, forks, (double)forks / secs, hung, failed, last, hammered,
+           (double)hammered / secs, parent_ok ? "untouched" : "CANCELLED");
+    return hung == 0 && failed == 0 && parent_ok && forks > 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--list-fds") == 0)
         return print_fds();
+    if (argc == 3 && strcmp(argv[1], "--soak") == 0)
+        return soak(atoi(argv[2]));
     return tu_run_suite(suite());
 }
