@@ -18,6 +18,13 @@
  * ran exactly once; after the final cancel every callback still armed ran;
  * the scope joined; no descriptor is left open beyond the fixed ones.
  *
+ * Two self-contained sequences (operation 39) replay, without fork, the
+ * scenarios of issue 11: a spawn waiting for a slot of a limited scope
+ * while another thread joins it (the spawn is valid or EINVAL, never a
+ * use of the freed scope), and a callback run by the cancel of a scope's
+ * token, or of its parent, that joins the scope (EDEADLK, then a plain
+ * join succeeds).
+ *
  * Build and run with fuzz/run.sh.
  */
 #define _GNU_SOURCE 1
@@ -25,6 +32,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -139,6 +149,127 @@ static void scope_join(void)
     scope = NULL;
     ntasks = 0;
     CHECK(atomic_load(&task_runs) == spawned);
+}
+
+/* ---- operation 39: the fork-free sequences of issue 11 ---- */
+
+static _Atomic int seq_runs;
+
+static int seq_task(void *arg)
+{
+    atomic_fetch_add(&seq_runs, 1);
+    if ((uintptr_t)arg & 1)
+        cancel_sleep(200000); /* holds the slot for 0.2 ms */
+    return 0;
+}
+
+struct seq_spawner {
+    cancel_scope_t *s;
+    sem_t started;
+    int rc;
+};
+
+static void *seq_spawner_main(void *p)
+{
+    struct seq_spawner *sp = p;
+    sem_post(&sp->started);
+    sp->rc = cancel_scope_spawn(sp->s, seq_task, NULL, NULL);
+    return NULL;
+}
+
+/* A limited scope, a task holding its slot, a thread waiting in spawn for
+ * it, and a join from this thread. */
+static void seq_limit_spawn_join(uint8_t a)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    if (!s)
+        return;
+    atomic_store(&seq_runs, 0);
+    CHECK(cancel_scope_set_limit(s, 1 + ((a >> 6) & 1)) == 0);
+    int first = cancel_scope_spawn(s, seq_task, (void *)(uintptr_t)1, NULL);
+    CHECK(first == 0 || first == EAGAIN);
+    struct seq_spawner sp = { .s = s, .rc = -1 };
+    sem_init(&sp.started, 0, 0);
+    pthread_t th;
+    bool threaded = pthread_create(&th, NULL, seq_spawner_main, &sp) == 0;
+    if (threaded) {
+        sem_wait(&sp.started);
+        for (int k = 0; k < (a & 7); k++)
+            sched_yield();
+    }
+    if (a & 8)
+        cancel_scope_cancel(s);
+    int rc = cancel_scope_join(s, NULL);
+    CHECK(rc >= 0);
+    int expect = first == 0 ? 1 : 0;
+    if (threaded) {
+        pthread_join(th, NULL);
+        /* Began before the join: valid (may be cancelled); after: EINVAL. */
+        CHECK(sp.rc == 0 || sp.rc == EINVAL || sp.rc == ECANCELED || sp.rc == EAGAIN);
+        if (sp.rc == 0)
+            expect++;
+    }
+    sem_destroy(&sp.started);
+    CHECK(atomic_load(&seq_runs) == expect);
+}
+
+static int seq_blocked_read(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&seq_runs, 1);
+    char b;
+    ssize_t r = cancel_read(pipefd[0], &b, 1);
+    CHECK(r == -1 && (errno == ECANCELED || errno == ETIMEDOUT));
+    return 0;
+}
+
+struct seq_joiner {
+    cancel_scope_t *s;
+    _Atomic int rc;
+};
+
+static void seq_join_cb(void *arg, int reason)
+{
+    (void)reason;
+    struct seq_joiner *j = arg;
+    atomic_store(&j->rc, cancel_scope_join(j->s, NULL));
+}
+
+/* A callback on the scope's token (or on its parent) joins the scope while
+ * a task is blocked in a wrapped call: EDEADLK, not a hang. */
+static void seq_callback_joins(uint8_t a)
+{
+    if (in_pipe > 0)
+        return;   /* the task must block */
+    bool on_parent = a & 0x10;
+    cancel_token_t *parent = on_parent ? cancel_token_new() : NULL;
+    if (on_parent && !parent)
+        return;
+    cancel_scope_t *s = on_parent ? cancel_scope_open_in(parent, 0) : cancel_scope_open(0);
+    if (!s) {
+        cancel_token_unref(parent);
+        return;
+    }
+    atomic_store(&seq_runs, 0);
+    int spawned_here = cancel_scope_spawn(s, seq_blocked_read, NULL, NULL) == 0;
+    if (!spawned_here) {
+        CHECK(cancel_scope_join(s, NULL) >= 0);
+        cancel_token_unref(parent);
+        return;
+    }
+    struct seq_joiner j = { .s = s, .rc = -1 };
+    cancel_callback_t cb;
+    CHECK(cancel_callback_add(&cb, on_parent ? parent : cancel_scope_token(s),
+                              seq_join_cb, &j) == 0);
+    if (on_parent)
+        cancel_token_cancel(parent, ECANCELED);
+    else
+        cancel_scope_cancel(s);
+    CHECK(atomic_load(&j.rc) == EDEADLK);
+    cancel_callback_remove(&cb);
+    CHECK(cancel_scope_join(s, NULL) >= 0);
+    CHECK(atomic_load(&seq_runs) == spawned_here);
+    cancel_token_unref(parent);
 }
 
 static void op(uint8_t code, uint8_t a)
@@ -539,6 +670,14 @@ static void op(uint8_t code, uint8_t a)
         break;
     }
     default:
+        if (a % 4 == 1) {
+            seq_limit_spawn_join(a);
+            break;
+        }
+        if (a % 4 == 2) {
+            seq_callback_joins(a);
+            break;
+        }
         cancel_token_unref(NULL);
         CHECK(!cancel_token_cancel(NULL, a));
         CHECK(cancel_token_reason(NULL) == 0);
