@@ -89,7 +89,7 @@ struct token_ext {
     bool has_deadline;
     struct timespec deadline;
     size_t heap_index;
-    /* Linked token (link.c): its sources and one callback on each. */
+    /* Linked token (token_any.c): its sources and one callback on each. */
     size_t nsources;
     cancel_token_t **sources;
     cancel_callback_t *links;

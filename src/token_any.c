@@ -1,5 +1,5 @@
 /*
- * link.c - linked tokens (cancel_token_any).
+ * token_any.c - linked tokens (cancel_token_any).
  *
  * A linked token is a root whose EXT holds its sources (a reference on
  * each) and one callback armed on each source.  The callback cancels the
