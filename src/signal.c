@@ -200,11 +200,9 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
     struct reg *g = malloc(sizeof *g);
     if (!g)
         return ENOMEM;
-    cancel__lock();
-    struct token_ext *ext = cancel__token_ext_locked(t);
+    struct token_ext *ext = cancel__token_ext(t);
     if (ext)
-        ext->on_signal = true;
-    cancel__unlock();
+        atomic_store_explicit(&ext->signal.registered, true, memory_order_relaxed);
     if (!ext) {
         free(g);
         return ENOMEM;
@@ -248,9 +246,9 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
     return 0;
 }
 
-void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext)
+void cancel__signal_forget(cancel_token_t *t, struct token_signal *sig)
 {
-    if (!ext->on_signal)
+    if (!atomic_load_explicit(&sig->registered, memory_order_relaxed))
         return;
     pthread_mutex_lock(&sig_lock);
     struct reg **link = &regs;
