@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { NTOK = 4, NCB = 4, NTASK = 8 };
@@ -154,62 +155,98 @@ static void scope_join(void)
 /* ---- operation 39: the fork-free sequences of issue 11 ---- */
 
 static _Atomic int seq_runs;
+static sem_t seq_gate;          /* the slot holder waits on it */
 
 static int seq_task(void *arg)
 {
     atomic_fetch_add(&seq_runs, 1);
     if ((uintptr_t)arg & 1)
-        cancel_sleep(200000); /* holds the slot for 0.2 ms */
+        sem_wait(&seq_gate); /* holds the slot until released */
     return 0;
 }
 
 struct seq_spawner {
     cancel_scope_t *s;
-    sem_t started;
+    _Atomic pid_t tid;
     int rc;
 };
 
 static void *seq_spawner_main(void *p)
 {
     struct seq_spawner *sp = p;
-    sem_post(&sp->started);
+    atomic_store(&sp->tid, (pid_t)syscall(SYS_gettid));
     sp->rc = cancel_scope_spawn(sp->s, seq_task, NULL, NULL);
     return NULL;
 }
 
-/* A limited scope, a task holding its slot, a thread waiting in spawn for
- * it, and a join from this thread. */
+/* True once thread TID sleeps in the kernel (at most 1 s). */
+static bool seq_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (int k = 0; k < 100000; k++) {
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return false;
+        char buf[256];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')');
+        if (paren && paren[1] == ' ' && paren[2] == 'S')
+            return true;
+        sched_yield();
+    }
+    return false;
+}
+
+/* A scope of limit 1, a task holding the slot, a thread waiting in spawn
+ * for it (asleep there, so its spawn began before the join), then a join
+ * from this thread while the slot frees: the waiting spawn is valid
+ * (0, or ECANCELED after a cancel) and join waits for it. */
 static void seq_limit_spawn_join(uint8_t a)
 {
     cancel_scope_t *s = cancel_scope_open(0);
     if (!s)
         return;
     atomic_store(&seq_runs, 0);
-    CHECK(cancel_scope_set_limit(s, 1 + ((a >> 6) & 1)) == 0);
+    sem_init(&seq_gate, 0, 0);
+    CHECK(cancel_scope_set_limit(s, 1) == 0);
     int first = cancel_scope_spawn(s, seq_task, (void *)(uintptr_t)1, NULL);
     CHECK(first == 0 || first == EAGAIN);
     struct seq_spawner sp = { .s = s, .rc = -1 };
-    sem_init(&sp.started, 0, 0);
+    atomic_init(&sp.tid, 0);
     pthread_t th;
-    bool threaded = pthread_create(&th, NULL, seq_spawner_main, &sp) == 0;
+    bool threaded = first == 0 && pthread_create(&th, NULL, seq_spawner_main, &sp) == 0;
+    bool waiting = false;
     if (threaded) {
-        sem_wait(&sp.started);
-        for (int k = 0; k < (a & 7); k++)
+        while (atomic_load(&sp.tid) == 0)
             sched_yield();
+        waiting = seq_sleeping(atomic_load(&sp.tid));
+        if (!waiting) {
+            /* Not seen waiting: let it finish before the join. */
+            sem_post(&seq_gate);
+            pthread_join(th, NULL);
+            threaded = false;
+            CHECK(sp.rc == 0 || sp.rc == EAGAIN);
+        }
     }
     if (a & 8)
         cancel_scope_cancel(s);
+    if (first == 0 && (waiting || !threaded))
+        sem_post(&seq_gate); /* frees the slot as the join begins */
+    for (int k = 0; k < (a & 7); k++)
+        sched_yield();
     int rc = cancel_scope_join(s, NULL);
     CHECK(rc >= 0);
     int expect = first == 0 ? 1 : 0;
     if (threaded) {
         pthread_join(th, NULL);
-        /* Began before the join: valid (may be cancelled); after: EINVAL. */
-        CHECK(sp.rc == 0 || sp.rc == EINVAL || sp.rc == ECANCELED || sp.rc == EAGAIN);
-        if (sp.rc == 0)
-            expect++;
+        CHECK(sp.rc == 0 || sp.rc == ECANCELED || sp.rc == EAGAIN);
     }
-    sem_destroy(&sp.started);
+    if (sp.rc == 0)
+        expect++;
+    sem_destroy(&seq_gate);
     CHECK(atomic_load(&seq_runs) == expect);
 }
 
