@@ -108,13 +108,18 @@ check wakeup.ltl wakeup.pml ltl ok
 check wakeup.BROKEN wakeup.pml safety 'invalid end state' -DBROKEN
 check wakeup.BROKEN.ltl wakeup.pml ltl 'acceptance cycle' -DBROKEN
 
-# The library lock under x86-TSO: store buffers, membarrier (lock.pml).
+# The per-token lock under x86-TSO, two locks in one parking bucket (lock.pml).
 check lock lock.pml safety ok
 check lock.ltl lock.pml ltl ok
 check lock.BROKEN_NO_BARRIER lock.pml safety 'invalid end state' -DBROKEN_NO_BARRIER
 check lock.BROKEN_NO_BARRIER.ltl lock.pml ltl 'acceptance cycle' -DBROKEN_NO_BARRIER
-check lock.BROKEN_LATER_BARRIER lock.pml safety 'invalid end state' -DBROKEN_LATER_BARRIER
+check lock.BROKEN_FIRST_ONLY lock.pml safety 'invalid end state' -DBROKEN_FIRST_ONLY
 check lock.BROKEN_LOAD_FIRST lock.pml safety 'invalid end state' -DBROKEN_LOAD_FIRST
+
+# The fork gate under x86-TSO (fork.pml).
+check fork fork.pml safety ok
+check fork.ltl fork.pml ltl ok
+check fork.BROKEN_NO_BARRIER fork.pml safety 'assertion violated' -DBROKEN_NO_BARRIER
 
 if [ "$status" = 0 ] && [ -z "${VERIFY_KEEP:-}" ]; then
     rm -rf "$work"
