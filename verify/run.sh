@@ -7,7 +7,7 @@
 # with deadlocks counted by stuttering), both full state-space searches
 # (no bitstate hashing, no depth truncation).  Then the seeded-bug
 # variants, each of which must be caught.  One line per run:
-#     callback states 3737392 errors 0
+#     callback states 2534301 errors 0
 #     wakeup.BROKEN states 57 errors 1 (seeded bug caught: invalid end state)
 # Exits non-zero if a correct model has an error, a search is incomplete,
 # or a seeded bug goes unnoticed.  SPIN, PAN_CC and PAN_CFLAGS override the
@@ -95,12 +95,21 @@ check() {
     fi
 }
 
-# Callback add/remove against cancel (callback.pml).
+# The callback protocol: state CAS, record frames, GRAPH_WAITERS, the
+# token's hold (callback.pml).
 check callback callback.pml safety ok
 check callback.ltl callback.pml ltl ok
-check callback.BROKEN_NOWAIT callback.pml safety 'assertion violated (who==255)' -DBROKEN_NOWAIT
-check callback.BROKEN_SELF callback.pml safety 'assertion violated.*in_fn' -DBROKEN_SELF
-check callback.BROKEN_TOUCH callback.pml safety 'assertion violated.*freed' -DBROKEN_TOUCH
+check callback.BROKEN_LOCK_FIRST callback.pml safety 'assertion violated.*tok_valid' -DBROKEN_LOCK_FIRST
+check callback.BROKEN_LATE_FRAME callback.pml safety 'assertion violated' -DBROKEN_LATE_FRAME
+check callback.BROKEN_EARLY_WAITERS callback.pml safety 'invalid end state' -DBROKEN_EARLY_WAITERS
+check callback.BROKEN_EARLY_WAITERS.ltl callback.pml ltl 'acceptance cycle' -DBROKEN_EARLY_WAITERS
+
+# Cancel's flag and run walks against child create/release and an
+# overlapping cancel (tree.pml).
+check tree tree.pml safety ok
+check tree.ltl tree.pml ltl ok
+check tree.BROKEN_SKIP_FLAGGED tree.pml safety 'assertion violated' -DBROKEN_SKIP_FLAGGED
+check tree.BROKEN_RELEASE_NO_PARENT_LOCK tree.pml safety 'assertion violated.*valid' -DBROKEN_RELEASE_NO_PARENT_LOCK
 
 # A blocking wrapper against a concurrent cancel (wakeup.pml).
 check wakeup wakeup.pml safety ok
