@@ -19,8 +19,8 @@
  * What is modelled.  Two locks, A and B (two tokens' reason words), whose
  * addresses hash to the same parking bucket: one SLEEPERS count for both.
  * NTHREAD threads (4 by default: threads 1 and 3 take A, 2 and 4 take B)
- * each take and release their lock NITER times (1 by default), with a
- * critical section between.  The reason bits are left out (the holder
+ * each take and release their lock NITER times (2 by default: about 5
+ * million states), with a critical section between.  The reason bits are left out (the holder
  * alone changes them: they only make a FUTEX_WAIT return EAGAIN).
  * Memory is x86-TSO: each thread has a store buffer, and the one plain
  * store of the protocol, unlock's word = free, goes into it (a single slot
@@ -83,7 +83,7 @@
 #define NTHREAD  4
 #endif
 #ifndef NITER
-#define NITER    1
+#define NITER    2
 #endif
 #define NPROC    6          /* init, up to 4 threads (_pid 1..), the drainer */
 
