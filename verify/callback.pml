@@ -43,7 +43,7 @@
  * guarded by the lock are one atomic step.  The condition variable is a
  * flag per waiter: cond_wait clears the mutex and sets it in one step, a
  * broadcast clears them all, a waiter wakes once its flag is clear and the
- * mutex free.  A cancel picks any armed listed callback, a superset of the
+ * mutex free, or spuriously (once in the whole run).  A cancel picks any armed listed callback, a superset of the
  * list order C uses.  Sequentially consistent: every atomic the protocol
  * relies on is acquire/release or under a lock.
  *
@@ -121,6 +121,7 @@ bit  infn[NPROC];
 /* ---- the wait graph ---- */
 byte gmu;                   /* graph mutex holder, 0 free */
 byte gwaiters;              /* GRAPH_WAITERS */
+bit  spurious = 1;          /* spurious pthread_cond_wait returns left */
 bit  cvw[NPROC];            /* asleep on the condition variable */
 
 byte done;
@@ -151,7 +152,10 @@ inline gmu_lock()
 inline cond_wait()
 {
     atomic { assert(gmu == _pid); cvw[_pid] = 1; gmu = 0 };
-    atomic { !cvw[_pid] && gmu == 0 -> gmu = _pid }
+    if                                  /* woken, or spuriously once per run */
+    :: atomic { !cvw[_pid] && gmu == 0 -> gmu = _pid }
+    :: atomic { spurious && gmu == 0 -> spurious = 0; cvw[_pid] = 0; gmu = _pid }
+    fi
 }
 
 /* pthread_cond_broadcast, graph mutex held */

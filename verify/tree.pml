@@ -36,8 +36,8 @@
  * test-and-set per node; critical sections whose accesses are all
  * guarded by the locks held are single steps.  The callback protocol
  * itself (remove, record frames) is callback.pml's; the wait graph is
- * the same mutex, flag-per-waiter condition variable and GRAPH_WAITERS
- * count.  fn here only marks itself running: callbacks that cancel other
+ * the same mutex, flag-per-waiter condition variable (one spurious
+ * wake-up per run) and GRAPH_WAITERS count.  fn here only marks itself running: callbacks that cancel other
  * trees (the cycle check, closes_cycle) are not modelled.
  *
  * Properties (all checked exhaustively; see verify/run.sh):
@@ -96,6 +96,7 @@ byte frame_owner;
 /* ---- the wait graph ---- */
 byte gmu;
 byte gwaiters;
+bit  spurious = 1;          /* spurious pthread_cond_wait returns left */
 bit  cvw[NPROC];
 
 byte done;
@@ -121,7 +122,10 @@ inline unlock(n)
 inline cond_wait()
 {
     atomic { assert(gmu == _pid); cvw[_pid] = 1; gmu = 0 };
-    atomic { !cvw[_pid] && gmu == 0 -> gmu = _pid }
+    if                                  /* woken, or spuriously once per run */
+    :: atomic { !cvw[_pid] && gmu == 0 -> gmu = _pid }
+    :: atomic { spurious && gmu == 0 -> spurious = 0; cvw[_pid] = 0; gmu = _pid }
+    fi
 }
 
 inline broadcast()
