@@ -40,6 +40,29 @@
  *              store sits in its store buffer while its gate load reads
  *              the gate open; the scan reads depth 0 and passes; the
  *              thread's CAS takes the lock, and the fork copies it locked.
+ *
+ * A bug of the C code, not seeded (run.sh expects the error until run.c
+ * gets a fork handler):
+ *   -DGRAPH_MUTEX  adds run.c's graph mutex, which a thread holds while
+ *              it takes a token or record lock at depth 0
+ *              (cancel__wait_foreign_runs_locked: graph_enter, then
+ *              cancel__token_lock; cancel__wait_callback: graph_enter or
+ *              a return from pthread_cond_wait, then runs(), which takes
+ *              the runner's record lock), with F3: at the fork instant
+ *              nobody but the forker holds the graph mutex.  spin:
+ *              "assertion violated": nothing keeps a thread from holding
+ *              the mutex at the fork, and the gate makes it likely: the
+ *              thread holds the mutex, finds the gate closed and waits
+ *              outside at depth 0 for as long as the fork takes; the scan
+ *              passes it, and the child inherits the mutex locked by a
+ *              thread it does not have (with GRAPH_WAITERS counting it:
+ *              the child's first callback run calls graph_broadcast and
+ *              hangs).
+ *   -DGRAPH_MUTEX -DFIX_PREPARE_TAKES_GRAPH  the fix: a prepare handler
+ *              takes the graph mutex before the gate closes (it sits above
+ *              token locks in the hierarchy, so no lock holder waits for
+ *              it), the parent handler releases it, the child
+ *              re-initialises it: F1 to F3 hold and nothing deadlocks.
  */
 
 #ifndef NITER
@@ -63,6 +86,7 @@ byte sb[(NT + 1) * SBN];    /* store buffers, FIFO, 0: empty slot */
 byte sbn[NT + 1];
 byte done;
 bit  forked;
+byte gmu;                   /* run.c's graph mutex (GRAPH_MUTEX), holder _pid */
 
 inline commit(p, v)
 {
@@ -150,6 +174,19 @@ proctype thread()
 {
     byte i;
     do
+#ifdef GRAPH_MUTEX
+    :: i < NITER ->
+        /* run.c: graph_enter, then a token or record lock at depth 0 */
+        atomic { gmu == 0 -> gmu = _pid };
+        gate_enter0();
+        cas(2 * _pid);
+        in_cs[_pid] = 1;
+        in_cs[_pid] = 0;
+        store(ST_W0);
+        store(ST_D0);
+        gmu = 0;                        /* graph_leave */
+        i++
+#endif
     :: i < NITER ->
         gate_enter0();
         cas(2 * _pid);                  /* cancel__lock of the outer token */
@@ -169,6 +206,9 @@ proctype thread()
 
 proctype forker()
 {
+#ifdef FIX_PREPARE_TAKES_GRAPH
+    atomic { gmu == 0 -> gmu = _pid };  /* a run.c prepare handler, first */
+#endif
     /* cancel__lock_atfork_prepare */
     atomic { gate = 1 };                /* seq_cst store: drained at once */
 #ifndef BROKEN_NO_BARRIER
@@ -180,10 +220,16 @@ proctype forker()
     atomic {
         assert(!in_cs[1] && !in_cs[2]);
         assert(!word[2] && !word[3] && !word[4] && !word[5]);
+#ifdef GRAPH_MUTEX
+        assert(gmu == 0 || gmu == _pid);        /* F3 */
+#endif
         forked = 1
     };
     /* cancel__lock_atfork_parent */
     gate = 0;
+#ifdef FIX_PREPARE_TAKES_GRAPH
+    gmu = 0;
+#endif
     done++
 }
 
