@@ -1,7 +1,8 @@
 /*
  * fork.pml - the fork gate under x86-TSO (Promela, for spin): once the
- * prepare handler's scan has passed, no thread holds a token lock, and
- * none takes one until the parent handler opens the gate.
+ * prepare handler's scan has passed, no thread holds a token lock or the
+ * wait graph's mutex, and none takes one until the parent handler opens
+ * the gate.
  *
  * Mirrors, function by function:
  *   src/internal.h  cancel__gate_enter (relaxed store of depth + 1 to the
@@ -14,9 +15,15 @@
  *                   cancel__lock_atfork_prepare (seq_cst store closing the
  *                   gate, heavy_barrier, the scan of every other record's
  *                   depth until it reads 0), cancel__lock_atfork_parent
+ *   src/run.c       cancel__run_atfork_prepare/parent (the graph mutex,
+ *                   taken before the gate closes), and the one path that
+ *                   holds it while taking a token or record lock at depth
+ *                   0 (graph_enter or a return from pthread_cond_wait, then
+ *                   cancel__token_lock or runs())
  *
- * What is modelled.  Two threads, each taking NITER times (2 by default) a
- * token lock and, nested inside it, a second one (a flag walk's parent and
+ * What is modelled.  Two threads, each NITER times (2 by default) either
+ * taking the graph mutex and then a token lock, or taking a token lock and,
+ * nested inside it, a second one (a flag walk's parent and
  * child: the nested lock does not look at the gate), each thread on its
  * own tokens (the locks themselves are covered by lock.pml), and a forking
  * thread that forks once: prepare, then fork at any later instant, then
@@ -31,6 +38,7 @@
  * Properties (all checked exhaustively; see verify/run.sh):
  *   F1 at the fork instant no token word in memory is locked and no thread
  *      is inside a token lock's critical section (assert in the forker).
+ *   F3 at the fork instant nobody but the forker holds the graph mutex.
  *   F2 no deadlock: every thread finishes (no invalid end state), and the
  *      LTL property all_done.
  *
@@ -41,28 +49,13 @@
  *              the gate open; the scan reads depth 0 and passes; the
  *              thread's CAS takes the lock, and the fork copies it locked.
  *
- * A bug of the C code, not seeded (run.sh expects the error until run.c
- * gets a fork handler):
- *   -DGRAPH_MUTEX  adds run.c's graph mutex, which a thread holds while
- *              it takes a token or record lock at depth 0
- *              (cancel__wait_foreign_runs_locked: graph_enter, then
- *              cancel__token_lock; cancel__wait_callback: graph_enter or
- *              a return from pthread_cond_wait, then runs(), which takes
- *              the runner's record lock), with F3: at the fork instant
- *              nobody but the forker holds the graph mutex.  spin:
- *              "assertion violated": nothing keeps a thread from holding
- *              the mutex at the fork, and the gate makes it likely: the
- *              thread holds the mutex, finds the gate closed and waits
- *              outside at depth 0 for as long as the fork takes; the scan
- *              passes it, and the child inherits the mutex locked by a
- *              thread it does not have (with GRAPH_WAITERS counting it:
- *              the child's first callback run calls graph_broadcast and
- *              hangs).
- *   -DGRAPH_MUTEX -DFIX_PREPARE_TAKES_GRAPH  the fix: a prepare handler
- *              takes the graph mutex before the gate closes (it sits above
- *              token locks in the hierarchy, so no lock holder waits for
- *              it), the parent handler releases it, the child
- *              re-initialises it: F1 to F3 hold and nothing deadlocks.
+ *   -DBROKEN_GRAPH_NOT_TAKEN  no prepare handler takes run.c's graph
+ *              mutex (the code before commit 7fe9cbd).  spin: "assertion
+ *              violated" (F3): a thread holds the mutex (graph_enter) and
+ *              then, taking a token or record lock at depth 0, finds the
+ *              gate closed and waits outside for as long as the fork takes;
+ *              the scan passes it, and the child inherits the mutex locked
+ *              by a thread it does not have.
  */
 
 #ifndef NITER
@@ -86,7 +79,7 @@ byte sb[(NT + 1) * SBN];    /* store buffers, FIFO, 0: empty slot */
 byte sbn[NT + 1];
 byte done;
 bit  forked;
-byte gmu;                   /* run.c's graph mutex (GRAPH_MUTEX), holder _pid */
+byte gmu;                   /* run.c's graph mutex, holder _pid */
 
 inline commit(p, v)
 {
@@ -174,7 +167,6 @@ proctype thread()
 {
     byte i;
     do
-#ifdef GRAPH_MUTEX
     :: i < NITER ->
         /* run.c: graph_enter, then a token or record lock at depth 0 */
         atomic { gmu == 0 -> gmu = _pid };
@@ -186,7 +178,6 @@ proctype thread()
         store(ST_D0);
         gmu = 0;                        /* graph_leave */
         i++
-#endif
     :: i < NITER ->
         gate_enter0();
         cas(2 * _pid);                  /* cancel__lock of the outer token */
@@ -206,8 +197,8 @@ proctype thread()
 
 proctype forker()
 {
-#ifdef FIX_PREPARE_TAKES_GRAPH
-    atomic { gmu == 0 -> gmu = _pid };  /* a run.c prepare handler, first */
+#ifndef BROKEN_GRAPH_NOT_TAKEN
+    atomic { gmu == 0 -> gmu = _pid };  /* cancel__run_atfork_prepare */
 #endif
     /* cancel__lock_atfork_prepare */
     atomic { gate = 1 };                /* seq_cst store: drained at once */
@@ -220,15 +211,13 @@ proctype forker()
     atomic {
         assert(!in_cs[1] && !in_cs[2]);
         assert(!word[2] && !word[3] && !word[4] && !word[5]);
-#ifdef GRAPH_MUTEX
         assert(gmu == 0 || gmu == _pid);        /* F3 */
-#endif
         forked = 1
     };
     /* cancel__lock_atfork_parent */
     gate = 0;
-#ifdef FIX_PREPARE_TAKES_GRAPH
-    gmu = 0;
+#ifndef BROKEN_GRAPH_NOT_TAKEN
+    gmu = 0;                            /* cancel__run_atfork_parent */
 #endif
     done++
 }

@@ -129,12 +129,7 @@ check lock.BROKEN_LOAD_FIRST lock.pml safety 'invalid end state' -DBROKEN_LOAD_F
 check fork fork.pml safety ok
 check fork.ltl fork.pml ltl ok
 check fork.BROKEN_NO_BARRIER fork.pml safety 'assertion violated' -DBROKEN_NO_BARRIER
-# Not seeded: the C code's graph mutex (run.c) is not covered by the fork
-# gate; expected to fail until run.c has a fork handler (then swap the
-# expectation: see the comment at the top of fork.pml).  The fix verifies.
-check fork.GRAPH_MUTEX fork.pml safety 'assertion violated.*gmu' -DGRAPH_MUTEX
-check fork.GRAPH_MUTEX_FIXED fork.pml safety ok -DGRAPH_MUTEX -DFIX_PREPARE_TAKES_GRAPH
-check fork.GRAPH_MUTEX_FIXED.ltl fork.pml ltl ok -DGRAPH_MUTEX -DFIX_PREPARE_TAKES_GRAPH
+check fork.BROKEN_GRAPH_NOT_TAKEN fork.pml safety 'assertion violated.*gmu' -DBROKEN_GRAPH_NOT_TAKEN
 
 if [ "$status" = 0 ] && [ -z "${VERIFY_KEEP:-}" ]; then
     rm -rf "$work"
