@@ -58,9 +58,12 @@
  *              run G's callback; cancel(R) flags R and B, skips A and, with
  *              no callback of its own, returns before the callback ran.
  *   -DBROKEN_RELEASE_NO_PARENT_LOCK  release takes only the child's lock
- *              and unlinks it from its parent's list.  spin: "assertion
- *              violated (valid": a walker holding R's lock steps to B or
- *              reads B's next_sibling after B was unlinked and freed.
+ *              to unlink it from its parent's list (and the parent's only
+ *              afterwards, to drop the parent's hold).  spin: "assertion
+ *              violated (...valid...)": A's last release unlinks A from R
+ *              while cancel(R), holding R's lock, sees R with no child,
+ *              returns and frees R; the release then locks R, freed under
+ *              it (a walker stepping to a freed B is the same bug).
  */
 
 #define NONE  7
