@@ -92,6 +92,10 @@ struct token_ext {
     cancel_callback_t *links;
     /* Signal registrations (signal.c) that name this token. */
     bool on_signal;
+    /* An extension library's object (cancel_token_attachment_, below):
+     * stored once under cancel__lock with release order, read with acquire
+     * loads without the lock (token.c). */
+    _Atomic(struct cancel_attach *) attach;
 };
 
 /* The internal view of cancel_callback_t. */
@@ -167,6 +171,32 @@ bool cancel__token_try_ref(cancel_token_t *t);
 void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext);
 void cancel__link_forget(cancel_token_t *t, struct token_ext *ext);
 void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext);
+
+/* ---- Extension attachment (libcancel-glib, issue 16) ------------------
+ * One object per token for a library built on libcancel (libcancel-glib
+ * keeps the token's GCancellable there).  Unlike a callback it does not keep
+ * the token alive: ON_CANCEL(obj, reason) runs once, like a callback, when
+ * the token is cancelled, and RELEASE(obj) runs when the token is freed
+ * (outside cancel__lock, after ON_CANCEL has returned).  The first call for
+ * T makes the object with MAKE(ARG) (outside the lock; a racing loser's
+ * object is released at once) and returns it; later calls with the same
+ * KEY return it (borrowed: valid while T lives).  NULL with errno ENOMEM
+ * (MAKE returned NULL, or memory ran out), EINVAL (T NULL) or EBUSY (T
+ * carries another KEY's object).  The caller handles a T cancelled before
+ * the object was attached (ON_CANCEL does not run then): it checks
+ * cancel_token_is_cancelled after the call.  Exported for libcancel-glib
+ * (a separate library) under a cancel_ name, but not public API: it is not
+ * in <cancel.h>. */
+struct cancel_attach {
+    struct cancel_cb cb;            /* put on a cancel's pending list */
+    const void *key;
+    void *obj;
+    void (*release)(void *obj);
+};
+CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
+                                          void *(*make)(void *arg), void *arg,
+                                          cancel_fn on_cancel, void (*release)(void *obj));
+/* ---- end of extension attachment -------------------------------------- */
 
 /* Deadlines waiting in the timer heap (timer.c; for tests and benchmarks). */
 size_t cancel__timer_pending(void);

@@ -156,6 +156,18 @@ bool cancel__token_try_ref(cancel_token_t *t)
     return false;
 }
 
+/* ---- Extension attachment (libcancel-glib, issue 16; see internal.h) ---- */
+/* Its pending run holds a reference, so RELEASE comes after ON_CANCEL. */
+static void attach_release(struct token_ext *ext)
+{
+    struct cancel_attach *a = atomic_load_explicit(&ext->attach, memory_order_relaxed);
+    if (a) {
+        a->release(a->obj);
+        free(a);
+    }
+}
+/* ---- end of extension attachment ---- */
+
 /* Frees T, already unlinked and unreachable, outside the lock. */
 static void token_free(cancel_token_t *t)
 {
@@ -169,6 +181,7 @@ static void token_free(cancel_token_t *t)
         cancel__signal_forget(t, ext);
         if (ext->fd >= 0)
             close(ext->fd);
+        attach_release(ext);
         free(ext);
     }
     cancel__token_mem_free(t);
@@ -266,6 +279,24 @@ struct pending {
     struct cancel_cb **tail; /* the last callback's next, or &head */
 };
 
+/* ---- Extension attachment (libcancel-glib, issue 16; see internal.h) ---- */
+/* Runs A's ON_CANCEL with this cancel's callbacks.  It takes a reference of
+ * its own (T is reachable, so its count is not zero), dropped after it ran. */
+static void attach_pend_locked(cancel_token_t *t, struct cancel_attach *a, int reason,
+                               struct pending *pending)
+{
+    struct cancel_cb *cb = &a->cb;
+    cb->reason = reason;
+    cb->token = NULL;
+    cb->hold = t;
+    cb->next = NULL;
+    cb->prev_link = pending->tail;
+    *pending->tail = cb;
+    pending->tail = &cb->next;
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+/* ---- end of extension attachment ---- */
+
 /* Flags T with REASON and appends its armed callbacks to PENDING, so that
  * callbacks run in walk order: a token's before its descendants'. */
 static void transition_locked(cancel_token_t *t, int reason, struct pending *pending)
@@ -279,6 +310,11 @@ static void transition_locked(cancel_token_t *t, int reason, struct pending *pen
             w = write(ext->fd, &one, sizeof one);
         while (w < 0 && errno == EINTR);
     }
+    /* Relaxed: stored under the lock we hold (issue 16's attachment). */
+    struct cancel_attach *attach =
+        ext ? atomic_load_explicit(&ext->attach, memory_order_relaxed) : NULL;
+    if (attach)
+        attach_pend_locked(t, attach, reason, pending);
     struct cancel_cb *list = t->callbacks;
     if (!list)
         return;
@@ -563,3 +599,59 @@ int cancel_token_fd(cancel_token_t *t)
     cancel__unlock();
     return fd;
 }
+
+/* ---- Extension attachment (libcancel-glib, issue 16; see internal.h) ---- */
+CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
+                                          void *(*make)(void *arg), void *arg,
+                                          cancel_fn on_cancel, void (*release)(void *obj))
+{
+    if (!t || !make || !on_cancel || !release) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* Fast path, no lock: (B) these acquire loads pair with (A) below and
+     * with the release store of EXT in cancel__token_ext_locked. */
+    struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
+    struct cancel_attach *a = ext ? atomic_load_explicit(&ext->attach, memory_order_acquire)
+                                  : NULL;
+    if (!a) {
+        /* MAKE runs outside the lock (it may call anything); a loser of a
+         * race to attach releases its own object. */
+        void *obj = make(arg);
+        if (!obj) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        struct cancel_attach *mine = calloc(1, sizeof *mine);
+        cancel__lock();
+        ext = mine ? cancel__token_ext_locked(t) : NULL;
+        a = ext ? atomic_load_explicit(&ext->attach, memory_order_relaxed) : NULL;
+        if (ext && !a) {
+            mine->cb.fn = on_cancel;
+            mine->cb.arg = obj;
+            mine->cb.state = CANCEL_CB_IDLE;
+            mine->key = key;
+            mine->obj = obj;
+            mine->release = release;
+            /* (A) pairs with (B) above. */
+            atomic_store_explicit(&ext->attach, mine, memory_order_release);
+            a = mine;
+            mine = NULL;
+            obj = NULL;
+        }
+        cancel__unlock();
+        free(mine);
+        if (obj)
+            release(obj);
+        if (!a) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    if (a->key != key) {
+        errno = EBUSY;
+        return NULL;
+    }
+    return a->obj;
+}
+/* ---- end of extension attachment ---- */
