@@ -198,6 +198,54 @@ CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
                                           cancel_fn on_cancel, void (*release)(void *obj));
 /* ---- end of extension attachment -------------------------------------- */
 
+/* ---- Process-wide dump (dump.c, issue 16) ------------------------------
+ * Every open scope is on one registry (dump.c), added at open and removed
+ * before it is freed, under a process-wide mutex: scope open and join pay
+ * one uncontended lock each, which is off SPEC's "Scale" paths (callbacks,
+ * children, cancel and wake-ups never take it).  Lock order: the registry
+ * lock, then a scope's MU, then cancel__lock. */
+struct cancel__scope_reg {
+    struct cancel__scope_reg *prev, *next;
+    cancel_scope_t *scope;
+};
+void cancel__scope_register(struct cancel__scope_reg *reg, cancel_scope_t *s);
+void cancel__scope_unregister(struct cancel__scope_reg *reg);
+
+/* One scope, or one of its live tasks, as cancel__scope_visit shows it. */
+struct cancel__scope_view {
+    const void *id;                 /* the scope */
+    const void *owner;              /* the NEST of the task that opened it, or NULL */
+    const char *mode;               /* "fail-fast", "supervise", "race" */
+    unsigned live, limit;
+    bool joining, terminated, draining;
+    int failure;
+    cancel_token_t *token;          /* valid during the visit */
+};
+struct cancel__task_view {
+    const void *id;                 /* the task */
+    const void *nest;               /* what scopes opened inside it carry as OWNER */
+    const char *name;               /* "" when unnamed; valid during the visit */
+    const char *state;              /* "starting", "running" */
+    bool running;
+    int64_t running_ns;
+    pthread_t thread;
+    bool waiting_slot;              /* in spawn, waiting for a slot of this scope */
+    const char *call;               /* the wrapped call it is blocked in, or NULL */
+    int fd;                         /* that call's descriptor, or -1 */
+    int64_t blocked_ns;
+    cancel_token_t *token;          /* valid during the visit */
+};
+/* Calls FN once for S (TASK NULL), then once per live task, with S's MU
+ * taken (scope.c): FN must not take MU; it may read tokens.  NOW: the
+ * CLOCK_MONOTONIC nanoseconds the durations are counted to. */
+void cancel__scope_visit(cancel_scope_t *s, int64_t now,
+                         void (*fn)(void *ctx, const struct cancel__scope_view *scope,
+                                    const struct cancel__task_view *task),
+                         void *ctx);
+/* cancel_scope_dump's text, written by dump.c. */
+int cancel__dump_scope(cancel_scope_t *s, int fd);
+/* ---- end of process-wide dump ------------------------------------------ */
+
 /* Deadlines waiting in the timer heap (timer.c; for tests and benchmarks). */
 size_t cancel__timer_pending(void);
 
