@@ -51,7 +51,8 @@ extern "C" {
 /*
  * An opaque, reference-counted cancellation token.  A NULL token means
  * "never cancelled" wherever a token is read.  The first member of the
- * object is its reason word (an int, 0 while live); the inline fast path of
+ * object is its reason word (an int: the reason in its low 31 bits, 0 while
+ * live; bit 31 is the library's); the inline fast path of
  * cancel_token_is_cancelled below reads it, and that layout is part of the
  * ABI.
  */
@@ -183,7 +184,7 @@ CANCEL_API int cancel_token_cancel_on_signal(cancel_token_t *t, int signo);
 static inline bool cancel_token_is_cancelled_inline_(const cancel_token_t *t)
 {
     return t != NULL &&
-           __atomic_load_n((const int *)(const void *)t, __ATOMIC_ACQUIRE) != 0;
+           (__atomic_load_n((const int *)(const void *)t, __ATOMIC_ACQUIRE) & 0x7fffffff) != 0;
 }
 #define cancel_token_is_cancelled(t) cancel_token_is_cancelled_inline_(t)
 #endif

@@ -1,30 +1,59 @@
 /*
  * callback.c - callbacks on tokens: add, remove.
  *
- * The storage is the caller's (no allocation).  Every state change happens
- * under cancel__lock, and fn never runs under it.  Whether fn is running
- * is not kept in the callback (fn may free it) but in the list of
- * operations under way (struct cancel_op, on the runners' stacks): remove
- * looks there, and waits while another thread runs fn.
+ * The storage is the caller's (no allocation).  An armed callback sits on
+ * its token's list, guarded by the token's lock, and keeps nothing but
+ * its place there: no reference (if the token's last reference is
+ * released while callbacks are armed, they inherit it: CANCEL_REFS_HOLD).
+ *
+ * Who gets an armed callback, a cancel (to run it) or a remove (to take it
+ * off), is decided by one CAS on its STATE: ARMED -> RUNNING by the cancel,
+ * under the token's lock (run.c, token.c), or ARMED -> REMOVING by the
+ * remove, before it takes the lock.  The remove must decide first: once a
+ * cancel has run the callback, the token may be freed, and a remove that
+ * only then took the token's lock would touch freed memory.  A callback
+ * that a remove won stays listed, and so keeps the token alive, until the
+ * remove unlinks it; a cancel skips it.  A callback that a cancel won is
+ * never touched by remove again: it asks the runner's thread record
+ * whether fn still runs (run.c).
+ *
+ * fn never runs under a lock.
  */
 #include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
 
 static struct cancel_cb *as_cb(cancel_callback_t *cb)
 {
     return (struct cancel_cb *)(void *)cb;
 }
 
-/* Already cancelled: run fn inline, registered as running so that a remove
- * from another thread waits for it.  Out of line, so that the armed path
- * needs no stack frame. */
-__attribute__((noinline)) static int run_inline_locked(struct cancel_cb *cb, int reason)
+/* Adding a callback that is still armed would link it twice and turn the
+ * token's list into a cycle: a caller error that no return code can undo
+ * (the first registration is live), caught in debug builds. */
+__attribute__((noinline, noreturn)) static void double_add(void)
 {
-    cb->state = CANCEL_CB_RUNNING;
-    struct cancel_op op;
-    cancel__op_begin_locked(&op, NULL);
-    cancel__run_callback_locked(&op, cb, reason);
-    cancel__op_end_locked(&op);
-    cancel__unlock();
+    fprintf(stderr, "libcancel: cancel_callback_add: this callback is still armed "
+                    "(added twice without cancel_callback_remove in between)\n");
+    abort();
+}
+
+/* Already cancelled: run fn inline, with a frame on the token so that a
+ * remove from another thread waits for it.  A reference keeps the token
+ * for the frame's unlink, since fn may release the caller's.  Out of
+ * line, so that the armed path needs no stack frame. */
+__attribute__((noinline)) static int run_inline_locked(struct cancel_cb *cb, cancel_token_t *t)
+{
+    cancel_token_ref(t);
+    /* Fresh: nobody else may touch CB while it is being added.  Linked to
+     * itself, so that the run's unlink from the list is a no-op. */
+    cb->next = NULL;
+    cb->prev_link = &cb->next;
+    atomic_store_explicit(&cb->state, CANCEL_CB_ARMED, memory_order_relaxed);
+    cancel__run_callback_locked(t, cb);
+    cancel__token_unlock(t);
+    cancel_token_unref(t);
     return 1;
 }
 
@@ -35,85 +64,58 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
         return -1;
     }
     struct cancel_cb *cb = as_cb(callback);
-    if (!t) {
-        cb->fn = fn;
-        cb->arg = arg;
-        cb->token = NULL;
-        cb->state = CANCEL_CB_NULL;
-        return 0;
-    }
-
-    cancel__lock();
-    /* The fields are written under the lock, after the lock's CAS, which
-     * then need not wait for them to leave the store buffer; the links and
-     * the hold only when armed (the hold: token.c, at cancel). */
+#ifndef NDEBUG
+    if (atomic_load_explicit(&cb->state, memory_order_relaxed) == CANCEL_CB_ARMED &&
+        cb->token && cb->prev_link && *cb->prev_link == cb)
+        double_add();
+#endif
     cb->fn = fn;
     cb->arg = arg;
     cb->token = t;
-    int reason = atomic_load_explicit(&t->reason, memory_order_relaxed);
-    if (__builtin_expect(reason != 0, 0))
-        return run_inline_locked(cb, reason);
-    /* No reference is taken here (it would cost two atomic operations per
-     * add+remove): if the token's last reference is released while
-     * callbacks are armed, they inherit it (CANCEL_REFS_HOLD). */
+    if (!t) {
+        atomic_store_explicit(&cb->state, CANCEL_CB_NULL, memory_order_relaxed);
+        return 0;
+    }
+
+    cancel__token_lock(t);
+    if (__builtin_expect(cancel__reason_locked(t) != 0, 0))
+        return run_inline_locked(cb, t);
     cb->next = t->callbacks;
     if (cb->next)
         cb->next->prev_link = &cb->next;
     cb->prev_link = &t->callbacks;
     t->callbacks = cb;
-    cb->state = CANCEL_CB_ARMED;
-    cancel__unlock();
+    /* Relaxed: the token's lock publishes the links to the cancel that
+     * takes it; a remove of this callback is the caller's, after us. */
+    atomic_store_explicit(&cb->state, CANCEL_CB_ARMED, memory_order_relaxed);
+    cancel__token_unlock(t);
     return 0;
 }
 
-/* The operation (other than on this thread) running CB's fn, if any. */
-static struct cancel_op *runner_of(const struct cancel_cb *cb, bool *self)
-{
-    for (struct cancel_op *op = cancel__ops_locked(); op; op = op->next)
-        if (op->running == cb) {
-            *self = pthread_equal(op->thread, pthread_self());
-            return op;
-        }
-    return NULL;
-}
-
-/* Remove of a callback that is not armed: added on NULL, running or run,
- * or never added.  Out of line, so that the armed path needs no stack
- * frame. */
-__attribute__((noinline)) static bool remove_unarmed_locked(struct cancel_cb *cb)
-{
-    switch (cb->state) {
-    case CANCEL_CB_NULL:
-        cb->state = CANCEL_CB_IDLE;
-        cancel__unlock();
-        return true;
-    case CANCEL_CB_RUNNING:
-        for (;;) {
-            bool self = false;
-            if (!runner_of(cb, &self))
-                break;
-            if (self) {
-                /* From inside fn: waiting would wait for ourselves. */
-                cancel__unlock();
-                return false;
-            }
-            cancel__wait_key_locked(cb);
-        }
-        cb->state = CANCEL_CB_IDLE;
-        cancel__unlock();
-        return false;
-    default:
-        cancel__unlock();
-        return false;
-    }
-}
-
-/* The last armed callback of a token everyone else released goes: so does
- * the token. */
+/* The last dependent of a token everyone else released goes: so does the
+ * token.  Out of line: the armed path needs no stack frame. */
 __attribute__((noinline)) static bool release_and_report_removed(cancel_token_t *t)
 {
     cancel_token_unref(t);
     return true;
+}
+
+/* Remove of a callback that a cancel won, or that is not armed at all. */
+__attribute__((noinline)) static bool remove_unarmed(struct cancel_cb *cb, uint32_t state)
+{
+    switch (state) {
+    case CANCEL_CB_NULL:
+        atomic_store_explicit(&cb->state, CANCEL_CB_IDLE, memory_order_relaxed);
+        return true;
+    case CANCEL_CB_RUNNING:
+        /* The failed CAS's acquire read RUNNING with its RUNNER. */
+        if (!cancel__wait_callback(cb))
+            return false; /* from inside fn: it is still running */
+        atomic_store_explicit(&cb->state, CANCEL_CB_IDLE, memory_order_relaxed);
+        return false;
+    default:
+        return false;
+    }
 }
 
 bool cancel_callback_remove(cancel_callback_t *callback)
@@ -121,20 +123,24 @@ bool cancel_callback_remove(cancel_callback_t *callback)
     if (!callback)
         return false;
     struct cancel_cb *cb = as_cb(callback);
-
-    cancel__lock();
-    if (__builtin_expect(cb->state != CANCEL_CB_ARMED, 0))
-        return remove_unarmed_locked(cb);
-    /* On its token's list or on a cancel's pending list: unlink from
-     * whichever (prev_link points into it). */
+    uint32_t state = CANCEL_CB_ARMED;
+    /* Acquire on failure reads a cancel's RUNNING with its RUNNER (pairs
+     * with the release in run.c); on success the token's lock, taken
+     * next, orders the rest. */
+    if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                             &cb->state, &state, CANCEL_CB_REMOVING,
+                             memory_order_acquire, memory_order_acquire), 0))
+        return remove_unarmed(cb, state);
+    /* We won: CB stays on its token's list until we unlink it, and keeps
+     * the token alive meanwhile (the token's hold counts listed callbacks). */
+    cancel_token_t *t = cb->token;
+    cancel__token_lock(t);
     *cb->prev_link = cb->next;
     if (cb->next)
         cb->next->prev_link = cb->prev_link;
-    cb->state = CANCEL_CB_IDLE;
-    cancel_token_t *release = cb->token /* still armed there, not pending */
-                                  ? cancel__drop_hold_locked(cb->token)
-                                  : cb->hold;
-    cancel__unlock();
+    atomic_store_explicit(&cb->state, CANCEL_CB_IDLE, memory_order_relaxed);
+    cancel_token_t *release = cancel__drop_hold_locked(t);
+    cancel__token_unlock(t);
     if (__builtin_expect(release != NULL, 0))
         return release_and_report_removed(release);
     return true;

@@ -12,8 +12,8 @@
  * the OWNER key of the task that opened it (scope.c decides what the keys
  * are); a scope whose owner is not a live task in the snapshot is a root.
  *
- * Lock order: REG_LOCK, then a scope's MU, then cancel__lock (taken by
- * cancel_token_cancelled_from).  REG_LOCK is a process-wide mutex on scope
+ * Lock order (internal.h, "locks"): REG_LOCK, then a scope's MU, then
+ * token locks.  REG_LOCK is a process-wide mutex on scope
  * open and join only: off SPEC's "Scale" paths (callbacks, children,
  * cancel and wake-ups never take it), one uncontended lock per scope.
  *

@@ -1,8 +1,7 @@
 /*
  * internal.h - what libcancel's modules share and users never see.
  *
- * Lock order (outermost first): cancel__lock, then the timer lock
- * (timer.c), then nothing.  Callbacks never run under cancel__lock.
+ * The library's lock hierarchy is written once, below ("locks").
  */
 #ifndef CANCEL_INTERNAL_H
 #define CANCEL_INTERNAL_H
@@ -30,24 +29,43 @@ struct token_ext;
 
 /*
  * A token is 56 bytes (a 64-byte malloc chunk): everything a plain child
- * needs.  What only some tokens use (deadline, fd, links, signals, where it
- * was cancelled from) lives in EXT, allocated on demand.
+ * needs, its own lock included.  What only some tokens use (deadline, fd,
+ * links, signals, where it was cancelled from) lives in EXT, allocated on
+ * demand.
  *
- * REASON is written only under cancel__lock, once, from 0 to a positive
- * value; it is read anywhere with an acquire load (the header's fast path
- * reads it as the object's first int).  The tree links and CALLBACKS are
- * guarded by cancel__lock.
+ * WORD is the reason in its low 31 bits (0 while live; reasons are
+ * positive ints) and the token's lock in bit 31 (lock.c).  The lock
+ * guards the token's own lists: CALLBACKS (armed callbacks, then, once
+ * cancelled, the ones still to run and the frames of the ones running
+ * now, see run.c) and FIRST_CHILD with every child's NEXT_SIBLING and
+ * PREV_LINK.  So a child's sibling links are guarded by its parent's
+ * lock, and creating or releasing a child takes its parent's lock.  The
+ * reason is written once, from 0 to a positive value, under the lock;
+ * readers never take the lock: they load WORD with acquire order and mask
+ * the lock bit off (the header's fast path reads it as the object's first
+ * int).  PARENT never changes.
  */
 struct cancel_token {
-    _Atomic int reason;             /* must stay first: part of the ABI */
+    _Atomic int word;               /* must stay first: part of the ABI */
     _Atomic unsigned refs;
     struct cancel_token *parent;    /* alive while we are linked to it */
     struct cancel_token *first_child;
     struct cancel_token *next_sibling;
     struct cancel_token **prev_link; /* the pointer that points at us */
-    struct cancel_cb *callbacks;    /* armed, not yet run */
+    struct cancel_cb *callbacks;
     _Atomic(struct token_ext *) ext;
 };
+_Static_assert(sizeof(struct cancel_token) <= 56, "a token fits a 64-byte malloc chunk");
+
+#define CANCEL_LOCKED ((int)0x80000000u)
+#define CANCEL_REASON_MASK 0x7fffffff
+
+/* The reason, lock bit masked off: acquire, for readers without the lock. */
+static inline int cancel__reason_of(const cancel_token_t *t)
+{
+    return atomic_load_explicit(&((cancel_token_t *)t)->word, memory_order_acquire) &
+           CANCEL_REASON_MASK;
+}
 
 /*
  * REFS: the reference count in the low 31 bits.  CANCEL_REFS_HOLD marks
@@ -55,10 +73,162 @@ struct cancel_token {
  * and linked children, which take no reference of their own): set when
  * the last other reference is released while some are left, dropped
  * (cancel__drop_hold_locked) when the last of them goes.  The count
- * reaches zero only under cancel__lock.
+ * reaches zero only under the token's parent's lock and its own (a root:
+ * its own), so that a walker holding the parent's lock never meets a
+ * child that is half freed.
  */
 #define CANCEL_REFS_HOLD 0x80000000u
 #define CANCEL_REFS_COUNT 0x7fffffffu
+
+/* ------------------------------------------------------------------ locks
+ *
+ * The lock hierarchy: every lock the library has, outermost first.  A lock
+ * may be held while taking one further down this list, never one above it.
+ *
+ *   0. the registry of open scopes (dump.c, issue 16): held by scope open
+ *      and join around one list insert or removal, and by cancel_dump_all
+ *      while it takes each scope's MU in turn to copy it.
+ *   1. a scope's MU (scope.c).  Held while creating, cancelling and
+ *      releasing tokens, so it sits above every token lock.  Never two
+ *      scopes' at once, except a parent scope's before a nested one's.
+ *   2. the wait graph's mutex (run.c): a thread about to wait for a callback
+ *      that runs on another thread; rare paths only.
+ *   3. token locks (lock.c), ancestor before descendant: a cancel holds the
+ *      locks from its root down to the node it is visiting; releasing a
+ *      child takes the parent's lock, then the child's.  Two tokens neither
+ *      of which is an ancestor of the other are never locked together.
+ *      No callback ever runs, no thread ever sleeps (but for the lock
+ *      itself) and no other lock is taken while a token lock is held.
+ *   4. leaf locks, never held while taking another library lock: the timer's
+ *      (timer.c), the signal module's (signal.c), the worker cache's
+ *      (worker.c), the thread registry's (lock.c).
+ *
+ * fork: a prepare handler closes the fork gate (lock.c) and waits until no
+ * thread holds a token lock; the leaf locks are taken by their own
+ * modules' handlers.  So the child inherits no lock held by a thread that
+ * is gone.
+ */
+void cancel__lock_slow(_Atomic int *word);
+void cancel__unlock_wake(_Atomic int *word);
+/* The parking buckets (lock.c): how many threads sleep for a lock whose
+ * address hashes there.  Written only by threads about to sleep. */
+struct cancel_parking {
+    _Atomic unsigned sleepers;
+    char pad[64 - sizeof(unsigned)];
+};
+enum { CANCEL_PARKING_BUCKETS = 256 };
+extern struct cancel_parking cancel__parking[CANCEL_PARKING_BUCKETS];
+static inline struct cancel_parking *cancel__bucket(const void *word)
+{
+    uintptr_t a = (uintptr_t)word;
+    return &cancel__parking[((a >> 6) ^ (a >> 14)) & (CANCEL_PARKING_BUCKETS - 1)];
+}
+
+/*
+ * Each thread that uses tokens has a record (lock.c), found through
+ * cancel__me, adopted at its first token lock and handed to the next new
+ * thread when it exits: records are never freed, so another thread may
+ * read one whose thread is gone.  One cache line, written by its own
+ * thread only, but for LOCK-guarded reads of FRAMES by removers.
+ */
+struct cancel_frame;
+struct cancel_cancel_op;
+struct cancel_thread {
+    _Atomic unsigned depth;         /* library locks held (the fork gate) */
+    _Atomic int lock;               /* guards FRAMES for other threads' reads */
+    struct cancel_frame *frames;    /* callbacks this thread runs now, innermost first */
+    struct cancel_cancel_op *ops;   /* its cancels under way, innermost first (own use) */
+    cancel_token_t *waiting_on;     /* the wait graph (run.c): guarded by its mutex */
+    unsigned mark;                  /* graph search scratch, guarded by its mutex */
+    struct cancel_thread *next;     /* the registry, guarded by its mutex */
+    struct cancel_thread *next_waiting; /* the graph's waiters, guarded by its mutex */
+    bool in_use;
+    bool tls_own;                   /* the thread's own TLS (no memory for one) */
+} __attribute__((aligned(64)));
+extern __thread struct cancel_thread *cancel__me __attribute__((tls_model("initial-exec")));
+extern _Atomic int cancel__gate_closed;
+void cancel__gate_enter_slow(void);
+/* The calling thread's record (adopted on first use). */
+struct cancel_thread *cancel__thread_self(void);
+
+/* Enters the gate before the thread's first token lock: a plain store to
+ * the thread's own record and a load of a line that only fork writes. */
+static inline void cancel__gate_enter(void)
+{
+    struct cancel_thread *me = cancel__me;
+    if (__builtin_expect(!me, 0)) {
+        cancel__gate_enter_slow();
+        return;
+    }
+    unsigned d = atomic_load_explicit(&me->depth, memory_order_relaxed);
+    /* (G1) pairs with (G2) in lock.c: the depth store, then the gate load,
+     * kept in that order by the fork side's membarrier. */
+    atomic_store_explicit(&me->depth, d + 1, memory_order_relaxed);
+    if (d == 0) {
+        atomic_signal_fence(memory_order_seq_cst);
+        if (__builtin_expect(atomic_load_explicit(&cancel__gate_closed,
+                                                  memory_order_relaxed), 0))
+            cancel__gate_enter_slow();
+    }
+}
+
+static inline void cancel__gate_leave(void)
+{
+    struct cancel_thread *me = cancel__me;
+    unsigned d = atomic_load_explicit(&me->depth, memory_order_relaxed);
+    /* Release: what we did under the lock is visible to a fork handler
+     * that reads the depth at zero. */
+    atomic_store_explicit(&me->depth, d - 1, memory_order_release);
+}
+
+/* In debug builds, *_locked functions assert that they hold the lock
+ * (that somebody holds it: the lock keeps no owner, to stay one bit). */
+#ifdef NDEBUG
+#define CANCEL_ASSERT_HELD(word) ((void)0)
+#else
+#define CANCEL_ASSERT_HELD(word) \
+    CANCEL_ASSERT(atomic_load_explicit((word), memory_order_relaxed) & CANCEL_LOCKED)
+#endif
+
+/*
+ * A futex lock in bit 31 of a word whose other bits its holder alone may
+ * change (a token's reason).  The uncontended path is one CAS to lock and
+ * a plain store plus a plain load to unlock (see lock.c for why that
+ * cannot lose a sleeper's wake-up).  Every library lock of this kind
+ * passes the fork gate.
+ */
+static inline void cancel__lock(_Atomic int *word)
+{
+    cancel__gate_enter();
+    int expected = 0; /* a live token, a record: the common case */
+    if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                             word, &expected, CANCEL_LOCKED,
+                             memory_order_acquire, memory_order_relaxed), 0))
+        cancel__lock_slow(word);
+}
+
+static inline void cancel__unlock(_Atomic int *word)
+{
+    /* Nobody else writes the word while we hold it. */
+    int w = atomic_load_explicit(word, memory_order_relaxed);
+    atomic_store_explicit(word, w & CANCEL_REASON_MASK, memory_order_release);
+    /* (L1) pairs with (L2) in lock.c: the store stays before the load in
+     * program order; the sleeper's membarrier supplies the hardware fence. */
+    atomic_signal_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&cancel__bucket(word)->sleepers, memory_order_relaxed))
+        cancel__unlock_wake(word);
+    cancel__gate_leave();
+}
+
+static inline void cancel__token_lock(cancel_token_t *t) { cancel__lock(&t->word); }
+static inline void cancel__token_unlock(cancel_token_t *t) { cancel__unlock(&t->word); }
+
+/* The reason of a token whose lock we hold. */
+static inline int cancel__reason_locked(const cancel_token_t *t)
+{
+    return atomic_load_explicit(&((cancel_token_t *)t)->word, memory_order_relaxed) &
+           CANCEL_REASON_MASK;
+}
 
 /* Clears T's hold when no callback is armed on it and no child is linked
  * to it any more; returns T when the caller must release that reference
@@ -66,6 +236,7 @@ struct cancel_token {
  * remove asks. */
 static inline cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
 {
+    CANCEL_ASSERT_HELD(&t->word);
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
     if (!(n & CANCEL_REFS_HOLD) || t->callbacks || t->first_child)
         return NULL;
@@ -73,88 +244,98 @@ static inline cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
     return t;
 }
 
-/* Optional parts of a token; see cancel__token_ext. */
-struct token_ext {
-    /* Where the cancel came from (cancel_token_cancelled_from). */
+/* Optional parts of a token, one sub-structure per module that uses it;
+ * each module's forget hook gets its own part only. */
+struct token_origin {           /* token.c: cancel_token_cancelled_from */
     bool has_origin;
-    pthread_t origin_thread;
-    const char *origin_file;
-    int origin_line;
-    /* cancel_token_fd's eventfd, or -1; written once on cancel. */
-    int fd;
-    /* Deadline (timer.c): absolute CLOCK_MONOTONIC, heap slot or SIZE_MAX. */
+    pthread_t thread;
+    const char *file;
+    int line;
+};
+struct token_deadline {         /* timer.c */
     bool has_deadline;
-    struct timespec deadline;
-    size_t heap_index;
-    /* Linked token (link.c): its sources and one callback on each. */
+    struct timespec at;         /* absolute CLOCK_MONOTONIC */
+    size_t heap_index;          /* slot in the timer heap, or SIZE_MAX */
+};
+struct token_link {             /* token_any.c: its sources and one callback on each */
     size_t nsources;
     cancel_token_t **sources;
     cancel_callback_t *links;
-    /* Signal registrations (signal.c) that name this token. */
-    bool on_signal;
-    /* An extension library's object (cancel_token_attachment_, below):
-     * stored once under cancel__lock with release order, read with acquire
-     * loads without the lock (token.c). */
+};
+struct token_signal {           /* signal.c */
+    _Atomic bool registered;    /* some registration names this token */
+};
+struct token_ext {
+    int fd;                     /* cancel_token_fd's eventfd, or -1; token.c */
+    struct token_origin origin;
+    struct token_deadline deadline;
+    struct token_link link;
+    struct token_signal signal;
+    /* An extension library's object (cancel_token_attachment_, below;
+     * issue 16): stored once under the token's lock with release order,
+     * read with acquire loads without it (token.c). */
     _Atomic(struct cancel_attach *) attach;
 };
 
-/* The internal view of cancel_callback_t. */
+/* The internal view of cancel_callback_t.  STATE decides, by CAS, whether
+ * a cancel runs the callback or a remove takes it off (see callback.c). */
 struct cancel_cb {
     struct cancel_cb *next;
     struct cancel_cb **prev_link;
-    cancel_token_t *token;
+    cancel_token_t *token;          /* where it is (or was) armed */
     cancel_fn fn;
     void *arg;
-    uint32_t state;
-    int reason;                     /* copied at cancel: the token may be gone by fn */
-    cancel_token_t *hold;           /* on a cancel's pending list: the token whose
-                                     * callbacks' reference this one carries */
+    struct cancel_thread *runner;   /* set before RUNNING: whose frame says when fn is done */
+    _Atomic uint32_t state;
 };
 /* Callback states: odd values, so that storage never armed is unlikely to
  * pass for an armed callback. */
 enum {
-    CANCEL_CB_ARMED = 0x41524d45u,   /* on a token's list or a cancel's pending list */
-    CANCEL_CB_RUNNING = 0x52554e4fu, /* fn was handed the callback; it may be done */
+    CANCEL_CB_ARMED = 0x41524d45u,   /* on its token's list, not run yet */
+    CANCEL_CB_REMOVING = 0x52454d56u,/* a remove won it: still listed, never runs */
+    CANCEL_CB_RUNNING = 0x52554e4fu, /* a cancel won it: fn was handed it, may be done */
     CANCEL_CB_NULL = 0x4e554c4du,    /* added on a NULL token: nothing armed */
     CANCEL_CB_IDLE = 0x49444c45u,    /* removed, or run and then removed */
+    CANCEL_CB_FRAME = 0x46524d45u,   /* not a callback: a runner's frame (run.c) */
 };
 _Static_assert(sizeof(struct cancel_cb) <= sizeof(cancel_callback_t),
                "cancel_callback_t too small");
 
 /*
- * The one lock that guards token trees and callback lists (lock.c).  Its
- * unlock is a plain store and a plain load (no atomic read-modify-write):
- * see lock.c for why that cannot lose a sleeper's wake-up.
+ * Running callbacks (run.c).  While fn runs, its runner keeps a frame on
+ * the token's CALLBACKS list (guarded by the token's lock: an ancestor's
+ * cancel waits for it there) and on its own thread record's FRAMES
+ * (guarded by the record's lock: a remove waits for it there, never
+ * touching the token, which may be gone once fn returned).  fn may free
+ * the callback: after fn returns only the frame, on the runner's stack,
+ * is touched.
  */
-struct cancel_lock {
-    _Atomic int held;       /* 0 free, 1 held */
-    _Atomic int sleepers;   /* threads that may sleep in the kernel for it */
+struct cancel_frame {
+    struct cancel_cb node;          /* state CANCEL_CB_FRAME; linked on the token */
+    const struct cancel_cb *running;
+    cancel_token_t *token;
+    struct cancel_thread *owner;
+    struct cancel_frame *outer;     /* the owner's next frame */
 };
-extern struct cancel_lock cancel__lock_state;
-void cancel__lock_slow(void);
-void cancel__unlock_wake(void);
-
-static inline void cancel__lock(void)
-{
-    int expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&cancel__lock_state.held, &expected, 1,
-                                                 memory_order_acquire, memory_order_relaxed))
-        cancel__lock_slow();
-}
-
-static inline void cancel__unlock(void)
-{
-    atomic_store_explicit(&cancel__lock_state.held, 0, memory_order_release);
-    /* The store must stay before the load in program order (a relaxed
-     * load may otherwise move up); the sleeper's membarrier supplies the
-     * hardware fence between them. */
-    atomic_signal_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&cancel__lock_state.sleepers, memory_order_relaxed))
-        cancel__unlock_wake();
-}
-
-/* The token's EXT, allocated (under cancel__lock) when missing; NULL: ENOMEM. */
-struct token_ext *cancel__token_ext_locked(cancel_token_t *t);
+struct cancel_cancel_op {
+    const cancel_token_t *root;
+    struct cancel_cancel_op *outer;
+};
+/* Claims CB, listed on T or fresh, from ARMED to RUNNING and runs it with
+ * T unlocked (T locked and referenced by the caller; returns locked);
+ * false when a remove claimed it first. */
+bool cancel__run_callback_locked(cancel_token_t *t, struct cancel_cb *cb);
+/* Waits until CB (RUNNING, owned by the caller) has returned from fn;
+ * false at once when fn runs on this very thread (fn removing itself). */
+bool cancel__wait_callback(const struct cancel_cb *cb);
+/* Waits (T locked and referenced; returns locked) until no other thread
+ * runs a callback of T, unless waiting would close a cycle of waits. */
+void cancel__wait_foreign_runs_locked(cancel_token_t *t);
+/* True when the calling thread is inside cancel_token_cancel of T or of an
+ * ancestor of T (running its callbacks): scope joins answer EDEADLK. */
+bool cancel__cancelling_here(const cancel_token_t *t);
+void cancel__op_push(struct cancel_cancel_op *op, const cancel_token_t *root);
+void cancel__op_pop(struct cancel_cancel_op *op);
 
 /* Token memory (token_mem.c): a block of sizeof(cancel_token_t) bytes from
  * a per-thread cache in front of malloc (NULL: out of memory), and back. */
@@ -167,17 +348,17 @@ unsigned cancel__token_cache_count(void);   /* this thread's cached blocks */
 /* Take a reference unless the count already reached zero (the token is being freed). */
 bool cancel__token_try_ref(cancel_token_t *t);
 
-/* Release hooks run when a token with an EXT is freed, outside cancel__lock. */
-void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext);
-void cancel__link_forget(cancel_token_t *t, struct token_ext *ext);
-void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext);
+/* Release hooks run when a token with an EXT is freed, outside every lock. */
+void cancel__timer_forget(cancel_token_t *t, struct token_deadline *d);
+void cancel__link_forget(cancel_token_t *t, struct token_link *l);
+void cancel__signal_forget(cancel_token_t *t, struct token_signal *s);
 
 /* ---- Extension attachment (libcancel-glib, issue 16) ------------------
  * One object per token for a library built on libcancel (libcancel-glib
  * keeps the token's GCancellable there).  Unlike a callback it does not keep
  * the token alive: ON_CANCEL(obj, reason) runs once, like a callback, when
  * the token is cancelled, and RELEASE(obj) runs when the token is freed
- * (outside cancel__lock, after ON_CANCEL has returned).  The first call for
+ * (outside every lock, after ON_CANCEL has returned).  The first call for
  * T makes the object with MAKE(ARG) (outside the lock; a racing loser's
  * object is released at once) and returns it; later calls with the same
  * KEY return it (borrowed: valid while T lives).  NULL with errno ENOMEM
@@ -188,7 +369,7 @@ void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext);
  * (a separate library) under a cancel_ name, but not public API: it is not
  * in <cancel.h>. */
 struct cancel_attach {
-    struct cancel_cb cb;            /* put on a cancel's pending list */
+    struct cancel_cb cb;            /* listed on the token when it is flagged */
     const void *key;
     void *obj;
     void (*release)(void *obj);
@@ -203,7 +384,7 @@ CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
  * before it is freed, under a process-wide mutex: scope open and join pay
  * one uncontended lock each, which is off SPEC's "Scale" paths (callbacks,
  * children, cancel and wake-ups never take it).  Lock order: the registry
- * lock, then a scope's MU, then cancel__lock. */
+ * lock, then a scope's MU, then token locks (see "locks" above). */
 struct cancel__scope_reg {
     struct cancel__scope_reg *prev, *next;
     cancel_scope_t *scope;
@@ -249,25 +430,8 @@ int cancel__dump_scope(cancel_scope_t *s, int fd);
 /* Deadlines waiting in the timer heap (timer.c; for tests and benchmarks). */
 size_t cancel__timer_pending(void);
 
-/* Callback running bookkeeping shared by token.c and callback.c. */
-struct cancel_op {
-    cancel_token_t *root;            /* token this cancel transitioned, or NULL */
-    pthread_t thread;
-    const struct cancel_cb *running; /* callback whose fn runs now, or NULL */
-    struct cancel_op *next;
-    const cancel_token_t *waiting_under; /* waiting for cancels below it (token.c) */
-    bool mark;                       /* scratch for token.c's cycle check */
-};
-void cancel__op_begin_locked(struct cancel_op *op, cancel_token_t *root);
-void cancel__op_end_locked(struct cancel_op *op);
-/* Runs CB's fn outside the lock (called and returns with the lock held). */
-void cancel__run_callback_locked(struct cancel_op *op, struct cancel_cb *cb, int reason);
-void cancel__wait_locked(void);
-/* Waits until cancel__wake_key_locked(KEY) or a broadcast (lock.c). */
-void cancel__wait_key_locked(const void *key);
-void cancel__wake_key_locked(const void *key);
-void cancel__broadcast_locked(void);
-struct cancel_op *cancel__ops_locked(void);
+/* The token's EXT, allocated when missing (no lock held); NULL: ENOMEM. */
+struct token_ext *cancel__token_ext(cancel_token_t *t);
 
 /*
  * What a thread is blocked in, for scope diagnostics: the wrapped-call
@@ -315,6 +479,23 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t);
 
 /* A detached library thread with every signal blocked (thread.c). */
 int cancel__start_service_thread(void *(*fn)(void *), void *arg, size_t stack_size);
+
+/* fork handling (fork.c calls these around fork(), in the lock order):
+ * prepare takes the module's lock, parent releases it, child resets the
+ * module for a process with one thread. */
+void cancel__fork_init(void);   /* registers them, once (lock.c's constructor) */
+void cancel__signal_atfork_prepare(void);
+void cancel__signal_atfork_parent(void);
+void cancel__signal_atfork_child(void);
+void cancel__lock_atfork_prepare(void);
+void cancel__lock_atfork_parent(void);
+void cancel__lock_atfork_child(void);
+void cancel__timer_atfork_prepare(void);
+void cancel__timer_atfork_parent(void);
+void cancel__timer_atfork_child(void);
+void cancel__worker_atfork_prepare(void);
+void cancel__worker_atfork_parent(void);
+void cancel__worker_atfork_child(void);
 
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);

@@ -1,41 +1,56 @@
 /*
- * lock.c - the library lock (cancel__lock) and its wait queue.
+ * lock.c - the library's locks, and the fork gate in front of them.
  *
- * A futex lock whose uncontended path, inlined in internal.h, is one CAS
- * to lock and a plain store plus a plain load to unlock: add+remove of a
- * callback, or create+release of a child, takes the lock twice, and an
- * atomic exchange per unlock (the classic three-state futex mutex,
- * Drepper's "Futexes Are Tricky") costs a third of the whole operation.
+ * Every token has its own lock: bit 31 of its reason word (reasons are
+ * positive ints), so that a token stays 56 bytes and operations on
+ * unrelated tokens never write a common cache line.  The uncontended
+ * path, inlined in internal.h, is one CAS to lock and a plain store plus a
+ * plain load to unlock: add + remove of a callback, or create + release of
+ * a child, takes a lock twice, and an atomic exchange per unlock (the
+ * classic three-state futex mutex, Drepper's "Futexes Are Tricky") would
+ * cost a third of the whole operation.  A plain store is possible because
+ * only the holder ever writes the word (the reason changes under the lock).
  *
- * The unlocker stores 0, then reads SLEEPERS and wakes one if it is not
- * zero.  A contender first spins and yields (see cancel__lock_slow), then
- * counts itself in SLEEPERS, then
- * issues membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) if it made the
- * count non-zero, and only then tries the lock and sleeps in FUTEX_WAIT
- * on the held word until it gets it.  The membarrier runs a full memory barrier on every CPU that runs
- * one of our threads, so any unlocker either published its store before
- * it (our try sees the lock free) or reads SLEEPERS after our increment
- * (and wakes us): the store-load reordering that would lose the wake-up
- * cannot straddle it.  This is the asymmetric Dekker pattern (userspace
- * RCU, folly's asymmetricHeavyBarrier): the rare path pays microseconds
- * so that the common path pays no fence.  Where membarrier is
- * unavailable, a sleeper sleeps a millisecond at a time: a wake-up can be
- * late there, never lost.  verify/lock.pml checks all of this under a
- * store-buffer (TSO) model, and that dropping the barrier or loading
- * before storing loses a wake-up.
+ * Who sleeps for a lock is counted not in the lock but in a parking bucket
+ * that its address hashes to (256 buckets, a cache line each, as in
+ * WebKit's ParkingLot): only threads about to sleep write them, so an
+ * unlock reads a line that nobody writes while there is no contention.
+ * The unlocker stores the word without the lock bit, then reads its
+ * bucket and wakes one sleeper on the word if the count is not zero.  A
+ * contender first spins and yields (see cancel__lock_slow), then counts
+ * itself in the bucket, then issues membarrier(MEMBARRIER_CMD_PRIVATE_
+ * EXPEDITED), and only then tries the lock and sleeps in FUTEX_WAIT on the
+ * word until it gets it.  The membarrier runs a full memory barrier on
+ * every CPU that runs one of our threads, so any unlocker either published
+ * its store before it (our try sees the lock free) or reads the bucket
+ * after our increment (and wakes us): the store-load reordering that would
+ * lose the wake-up cannot straddle it.  This is the asymmetric Dekker
+ * pattern (userspace RCU, folly's asymmetricHeavyBarrier): the rare path
+ * pays microseconds so that the common path pays no fence.  Every sleeper
+ * issues its own barrier: a bucket is shared by unrelated locks, so a
+ * count that is already non-zero says nothing about this lock's unlocker
+ * (verify/lock.pml has the seeded bug that skipping it loses a wake-up).
+ * Where membarrier is unavailable, a sleeper sleeps a millisecond at a
+ * time: a wake-up can be late there, never lost.  A collision in a bucket
+ * only costs an unrelated unlocker a spurious FUTEX_WAKE while someone
+ * sleeps.
  *
- * Waiting threads queue a record on their own stack, with the key they
- * wait for (NULL: any change).  A broadcast wakes every record; a keyed
- * wake (a callback finished) wakes only the threads waiting for that
- * callback, so tearing down N blocked waits costs N wakes, not N squared.
- * A record is marked woken under the lock before the futex wake, and its
- * owner unlinks it only after re-taking the lock, so no wake-up between
- * the unlock and the sleep is lost and no wake touches a dead record.
- * Waiters re-check their condition (spurious wakeups are allowed).
+ * The fork gate.  A thread that takes its first token lock stores its
+ * depth (a plain store to its own record) and then loads the gate flag,
+ * which only fork writes; the fork prepare handler closes the gate, issues
+ * the same membarrier, and then waits until every registered thread's
+ * depth reads zero.  The same asymmetric pairing (G1)/(G2) as above: a
+ * thread either saw the gate closed (and waits outside, holding nothing)
+ * or its depth is visible to the handler, which waits for it to leave.
+ * Token locks are held only for short sections that never block on
+ * anything but another token lock, so the wait ends; and the child starts
+ * with no token lock held by a thread that is gone.
  */
 #include "internal.h"
 
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -47,21 +62,12 @@
 #define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
 #endif
 
-struct cancel_lock cancel__lock_state __attribute__((aligned(64)));
-
-struct waiter {
-    const void *key;
-    _Atomic int woken;
-    struct waiter *next;
-};
-static struct waiter *waiting; /* guarded by the lock */
-
-static void futex_wait(_Atomic int *word, int expected, const struct timespec *timeout)
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected, const struct timespec *timeout)
 {
     syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, timeout, NULL, 0);
 }
 
-static void futex_wake(_Atomic int *word, int n)
+static void futex_wake(_Atomic uint32_t *word, int n)
 {
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
@@ -94,50 +100,31 @@ static bool barrier_register(void)
     return state == 1;
 }
 
-/* A child of a fork has one thread: nobody sleeps for the lock there, and
- * a count inherited from a sleeper would make every unlock a syscall. */
-static void lock_atfork_child(void)
-{
-    atomic_store_explicit(&cancel__lock_state.sleepers, 0, memory_order_relaxed);
-}
-
-__attribute__((constructor)) static void lock_init(void)
-{
-    int saved = errno;
-    barrier_register();
-    pthread_atfork(NULL, NULL, lock_atfork_child);
-    errno = saved;
-}
-
 /*
- * Makes our SLEEPERS increment and every unlocker's store of HELD meet:
- * after it, an unlock either is visible to our next try or reads SLEEPERS
- * after our increment.  Once is enough: we stay counted until we own the
- * lock, and every later unlock reads the count after the increment.
+ * Makes our increment (a sleeper's count, or the closed gate) and every
+ * other thread's plain store (an unlock, a depth) meet: after it, such a
+ * thread either published its store before it or reads our increment.
  * False where membarrier is unavailable (kernels before 4.14, seccomp
- * filters that refuse it): the caller then sleeps a millisecond at a time,
- * so that a wake-up lost to a store buffer is only late.
+ * filters that refuse it): callers then poll, so that an ordering lost to
+ * a store buffer only makes them late.
  */
 static bool heavy_barrier(void)
 {
     int saved = errno;
-    bool ok = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+    bool ok = barrier_register() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
     errno = saved;
     return ok;
 }
 
-static bool try_lock(void)
+struct cancel_parking cancel__parking[CANCEL_PARKING_BUCKETS] __attribute__((aligned(64)));
+
+static bool try_lock(_Atomic int *word)
 {
-    int expected = 0;
-    return atomic_compare_exchange_strong_explicit(&cancel__lock_state.held, &expected, 1,
+    int w = atomic_load_explicit(word, memory_order_relaxed);
+    return !(w & CANCEL_LOCKED) &&
+           atomic_compare_exchange_strong_explicit(word, &w, w | CANCEL_LOCKED,
                                                    memory_order_acquire,
                                                    memory_order_relaxed);
-}
-
-static bool try_lock_if_free(void)
-{
-    return atomic_load_explicit(&cancel__lock_state.held, memory_order_relaxed) == 0 &&
-           try_lock();
 }
 
 /*
@@ -146,95 +133,221 @@ static bool try_lock_if_free(void)
  * yields the CPU a few times (the holder may be preempted: on a loaded
  * machine yielding lets it run; on an idle one it lets the holder finish a
  * run of operations without the cache line bouncing), and only then sleeps
- * in the kernel.  A sleeper costs every unlock a FUTEX_WAKE system call
- * until it is gone: sleeping early made eight threads hammering add and
- * remove on two cores four times slower than yielding (bench: see the
- * README).
+ * in the kernel.  A sleeper costs every unlock of a lock in its bucket a
+ * FUTEX_WAKE system call until it is gone: sleeping early made eight
+ * threads hammering add and remove on two cores four times slower than
+ * yielding.
  */
 enum { LOCK_SPINS = 100, LOCK_YIELDS = 32 };
 
-void cancel__lock_slow(void)
+void cancel__lock_slow(_Atomic int *word)
 {
+    if (try_lock(word))
+        return; /* a cancelled token: the fast path expected 0 */
     for (int spin = 0; spin < LOCK_SPINS; spin++) {
-        if (try_lock_if_free())
-            return;
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
+        if (try_lock(word))
+            return;
     }
     for (int yield = 0; yield < LOCK_YIELDS; yield++) {
         sched_yield();
-        if (try_lock_if_free())
+        if (try_lock(word))
             return;
     }
     int saved = errno;
-    /* Only the contender that makes the count non-zero needs the barrier:
-     * a later one joins a count that an unlocker either reads (and wakes
-     * someone, who wakes the next when it unlocks) or read before the
-     * first contender counted itself, whose barrier then publishes that
-     * unlocker's store before the first contender's try; and nobody leaves
-     * the count before it owns the lock.  Under contention this saves one
-     * round of inter-processor interrupts per sleeper. */
-    int before = atomic_fetch_add_explicit(&cancel__lock_state.sleepers, 1,
-                                           memory_order_seq_cst);
+    struct cancel_parking *bucket = cancel__bucket(word);
+    /* (L2) pairs with (L1) in internal.h. */
+    atomic_fetch_add_explicit(&bucket->sleepers, 1, memory_order_seq_cst);
     static const struct timespec late = {0, 1000000};
-    bool ordered = barrier_register();
-    if (ordered && before == 0)
-        ordered = heavy_barrier();
-    const struct timespec *timeout = ordered ? NULL : &late;
-    while (!try_lock())
-        futex_wait(&cancel__lock_state.held, 1, timeout);
-    atomic_fetch_sub_explicit(&cancel__lock_state.sleepers, 1, memory_order_relaxed);
+    const struct timespec *timeout = heavy_barrier() ? NULL : &late;
+    for (;;) {
+        int w = atomic_load_explicit(word, memory_order_relaxed);
+        if (!(w & CANCEL_LOCKED)) {
+            if (atomic_compare_exchange_strong_explicit(word, &w, w | CANCEL_LOCKED,
+                                                        memory_order_acquire,
+                                                        memory_order_relaxed))
+                break;
+            continue;
+        }
+        futex_wait((_Atomic uint32_t *)word, (uint32_t)w, timeout);
+    }
+    atomic_fetch_sub_explicit(&bucket->sleepers, 1, memory_order_relaxed);
     errno = saved;
 }
 
-void cancel__unlock_wake(void)
+void cancel__unlock_wake(_Atomic int *word)
 {
     int saved = errno;
-    futex_wake(&cancel__lock_state.held, 1);
+    futex_wake((_Atomic uint32_t *)word, 1);
     errno = saved;
 }
 
-void cancel__wait_key_locked(const void *key)
+/* ------------------------------------------------ thread records and the fork gate */
+
+__thread struct cancel_thread *cancel__me __attribute__((tls_model("initial-exec")));
+/* The gate flag has its cache line to itself: every thread reads it, only
+ * fork writes it. */
+_Atomic int cancel__gate_closed __attribute__((aligned(64)));
+
+/* Every thread that ever took a library lock has a record here.  Records
+ * are never freed (a fork handler or a remove may read one whose thread is
+ * gone): an exiting thread's record is marked free and adopted by the next
+ * new thread. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cancel_thread *registry;
+static pthread_key_t record_key;
+static bool record_key_ok;
+/* With no memory for a record, a thread registers its own static TLS one,
+ * unlinked again by record_release (a lock taken by a destructor after
+ * that would need a fifth round of destructors to be noticed: accepted). */
+static __thread struct cancel_thread record_own __attribute__((tls_model("initial-exec")));
+
+/* Thread exit (the key's destructor): the record is free for another. */
+static void record_release(void *arg)
 {
-    struct waiter self = {key, 0, waiting};
-    waiting = &self;
+    struct cancel_thread *rec = arg;
+    CANCEL_ASSERT(atomic_load_explicit(&rec->depth, memory_order_relaxed) == 0);
+    cancel__me = NULL;
+    pthread_mutex_lock(&registry_lock);
+    rec->in_use = false;
+    if (rec->tls_own) {
+        struct cancel_thread **link = &registry;
+        while (*link != rec)
+            link = &(*link)->next;
+        *link = rec->next;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void record_adopt(void)
+{
     int saved = errno;
-    cancel__unlock();
-    while (atomic_load_explicit(&self.woken, memory_order_acquire) == 0)
-        futex_wait(&self.woken, 0, NULL);
+    pthread_mutex_lock(&registry_lock);
+    struct cancel_thread *rec = registry;
+    while (rec && rec->in_use)
+        rec = rec->next;
+    if (!rec) {
+        rec = aligned_alloc(64, sizeof *rec);
+        if (rec)
+            memset(rec, 0, sizeof *rec);
+        else {
+            rec = &record_own;
+            rec->tls_own = true;
+        }
+        rec->next = registry;
+        registry = rec;
+    }
+    rec->in_use = true;
+    rec->frames = NULL;
+    rec->ops = NULL;
+    rec->waiting_on = NULL;
+    pthread_mutex_unlock(&registry_lock);
+    if (record_key_ok)
+        pthread_setspecific(record_key, rec);
+    cancel__me = rec;
     errno = saved;
-    cancel__lock();
-    struct waiter **link = &waiting;
-    while (*link != &self)
-        link = &(*link)->next;
-    *link = self.next;
 }
 
-void cancel__wait_locked(void)
+struct cancel_thread *cancel__thread_self(void)
 {
-    cancel__wait_key_locked(NULL);
+    if (!cancel__me)
+        record_adopt();
+    return cancel__me;
 }
 
-static void wake_locked(struct waiter *w)
+static void gate_wait_open(void)
 {
-    if (atomic_load_explicit(&w->woken, memory_order_relaxed))
+    int saved = errno;
+    while (atomic_load_explicit(&cancel__gate_closed, memory_order_acquire))
+        futex_wait((_Atomic uint32_t *)&cancel__gate_closed, 1, NULL);
+    errno = saved;
+}
+
+/* The first lock of a thread without a record, or the gate found closed. */
+void cancel__gate_enter_slow(void)
+{
+    if (!cancel__me) {
+        record_adopt();
+        cancel__gate_enter();
         return;
-    atomic_store_explicit(&w->woken, 1, memory_order_release);
-    futex_wake(&w->woken, 1);
+    }
+    /* We counted ourselves in at depth 0: leave, wait outside, come in again. */
+    atomic_store_explicit(&cancel__me->depth, 0, memory_order_release);
+    gate_wait_open();
+    cancel__gate_enter();
 }
 
-/* Wakes every waiter.  With none, one comparison: no syscall. */
-void cancel__broadcast_locked(void)
+/* fork.c's prepare handler, in the lock order (the signal lock is taken
+ * before, the leaf locks after).  (G2) pairs with (G1) in internal.h. */
+void cancel__lock_atfork_prepare(void)
 {
-    for (struct waiter *w = waiting; w; w = w->next)
-        wake_locked(w);
+    atomic_store_explicit(&cancel__gate_closed, 1, memory_order_seq_cst);
+    bool ordered = heavy_barrier();
+    pthread_mutex_lock(&registry_lock);
+    struct cancel_thread *self = cancel__me;
+    for (struct cancel_thread *rec = registry; rec; rec = rec->next) {
+        if (rec == self)
+            continue;
+        /* Without membarrier a thread's depth store may still sit in its
+         * store buffer when we read zero; polling a little longer makes
+         * that window the buffer's drain time (cancel(7) says so). */
+        for (int quiet = 0; quiet < (ordered ? 1 : 3); quiet++) {
+            while (atomic_load_explicit(&rec->depth, memory_order_acquire) != 0)
+                sched_yield();
+            if (!ordered)
+                sched_yield();
+        }
+    }
+    /* REGISTRY_LOCK stays held across the fork: no thread adopts a record
+     * meanwhile, and the child re-initialises it. */
 }
 
-/* Wakes the waiters for KEY only. */
-void cancel__wake_key_locked(const void *key)
+void cancel__lock_atfork_parent(void)
 {
-    for (struct waiter *w = waiting; w; w = w->next)
-        if (w->key == key)
-            wake_locked(w);
+    pthread_mutex_unlock(&registry_lock);
+    atomic_store_explicit(&cancel__gate_closed, 0, memory_order_release);
+    futex_wake((_Atomic uint32_t *)&cancel__gate_closed, INT_MAX);
+}
+
+/* The child has one thread: every other record's thread is gone, so their
+ * records are free again (the TLS ones unlinked), and nobody sleeps for
+ * any lock, nor runs any callback. */
+void cancel__lock_atfork_child(void)
+{
+    struct cancel_thread *self = cancel__me;
+    struct cancel_thread **link = &registry;
+    while (*link) {
+        struct cancel_thread *rec = *link;
+        if (rec == self) {
+            link = &rec->next;
+            continue;
+        }
+        if (rec->tls_own) {
+            /* Another thread's TLS: its memory may serve a new thread. */
+            *link = rec->next;
+            continue;
+        }
+        rec->in_use = false;
+        atomic_store_explicit(&rec->depth, 0, memory_order_relaxed);
+        atomic_store_explicit(&rec->lock, 0, memory_order_relaxed);
+        rec->frames = NULL;
+        link = &rec->next;
+    }
+    pthread_mutex_unlock(&registry_lock); /* ours since prepare */
+    /* Nobody sleeps for any lock in the child. */
+    for (int i = 0; i < CANCEL_PARKING_BUCKETS; i++)
+        atomic_store_explicit(&cancel__parking[i].sleepers, 0, memory_order_relaxed);
+    atomic_store_explicit(&cancel__gate_closed, 0, memory_order_relaxed);
+}
+
+__attribute__((constructor)) static void lock_init(void)
+{
+    int saved = errno;
+    barrier_register();
+    record_key_ok = pthread_key_create(&record_key, record_release) == 0;
+    record_adopt(); /* the loading thread's: later heap counts start with it */
+    cancel__fork_init(); /* fork.c: the one atfork registration, in the lock order */
+    errno = saved;
 }

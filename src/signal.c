@@ -42,7 +42,6 @@ struct reg {
     unsigned long round;        /* the last delivery that looked at it */
 };
 
-static pthread_once_t sig_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Guarded by SIG_LOCK. */
@@ -76,32 +75,55 @@ static void handler(int signo)
     errno = saved;
 }
 
-static void atfork_prepare(void)
+static int ensure_started_locked(void);
+
+/* The forking thread's signal mask before the fork; guarded by SIG_LOCK.
+ * Signals stay blocked across the fork, so a delivery to the child is
+ * taken only once the child has its own pipe (else it would land in the
+ * parent's). */
+static sigset_t fork_mask;
+
+void cancel__signal_atfork_prepare(void)
 {
     pthread_mutex_lock(&sig_lock);
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &fork_mask);
 }
 
-static void atfork_parent(void)
+void cancel__signal_atfork_parent(void)
 {
+    pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
     pthread_mutex_unlock(&sig_lock);
 }
 
-/* The child has no signal thread, and must not write into the parent's
- * pipe: the next registration makes both anew. */
-static void atfork_child(void)
+/*
+ * The child inherits our handlers and the registrations, but not the
+ * signal thread, and its copy of the pipe is the parent's: a delivery
+ * written there would cancel the parent's tokens.  So the child closes
+ * its copy and, while registrations are in force, makes a pipe and a
+ * thread of its own at once: a SIGTERM sent to the child right after
+ * fork cancels the child's tokens.  Without registrations the next one
+ * starts them.  If that fails (no memory, no threads), the handler finds
+ * no pipe and does nothing until the next registration retries, and a
+ * second delivery still restores and re-raises.
+ */
+void cancel__signal_atfork_child(void)
 {
+    /* Ours since prepare: held while the module is reset. */
     if (started) {
         close(wake_rd);
         close(atomic_exchange(&wake_wr, -1));
         wake_rd = -1;
         started = false;
     }
+    if (regs) {
+        int saved = errno;
+        ensure_started_locked();
+        errno = saved;
+    }
     pthread_mutex_unlock(&sig_lock);
-}
-
-static void sig_init(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    pthread_sigmask(SIG_SETMASK, &fork_mask, NULL);
 }
 
 /* Cancels every token registered for SIGNO, one at a time, with SIG_LOCK
@@ -178,17 +200,13 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
     struct reg *g = malloc(sizeof *g);
     if (!g)
         return ENOMEM;
-    cancel__lock();
-    struct token_ext *ext = cancel__token_ext_locked(t);
+    struct token_ext *ext = cancel__token_ext(t);
     if (ext)
-        ext->on_signal = true;
-    cancel__unlock();
+        atomic_store_explicit(&ext->signal.registered, true, memory_order_relaxed);
     if (!ext) {
         free(g);
         return ENOMEM;
     }
-    pthread_once(&sig_once, sig_init);
-
     pthread_mutex_lock(&sig_lock);
     int rc = ensure_started_locked();
     for (struct reg *r = regs; r && rc == 0; r = r->next)
@@ -228,9 +246,9 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
     return 0;
 }
 
-void cancel__signal_forget(cancel_token_t *t, struct token_ext *ext)
+void cancel__signal_forget(cancel_token_t *t, struct token_signal *sig)
 {
-    if (!ext->on_signal)
+    if (!atomic_load_explicit(&sig->registered, memory_order_relaxed))
         return;
     pthread_mutex_lock(&sig_lock);
     struct reg **link = &regs;

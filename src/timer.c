@@ -14,8 +14,8 @@
  * until (WAKE_AT), so creating and releasing deadline tokens that never
  * fire makes no syscall (see APPOINTMENT in timer_main).
  *
- * Lock order: cancel__lock may be held when the timer lock is taken, never
- * the reverse.  The timer thread therefore pops a due token under the
+ * Lock order: the timer lock is a leaf (internal.h): no token lock is held
+ * when it is taken, and it is never held while taking one.  The timer thread therefore pops a due token under the
  * timer lock, takes a reference (cancel__token_try_ref: a token whose count
  * already reached zero is dying, and its cancel__timer_forget, waiting for
  * the timer lock, will find it gone), drops the timer lock and only then
@@ -31,7 +31,7 @@
 
 struct heap_entry {
     cancel_token_t *token;
-    struct token_ext *ext;      /* the token's EXT: holds the deadline */
+    struct token_deadline *dl;  /* the token's deadline (in its EXT) */
 };
 
 static pthread_once_t timer_once = PTHREAD_ONCE_INIT;
@@ -51,30 +51,39 @@ static struct timespec wake_at;
 static const struct timespec NEVER = { INT64_MAX, 999999999L };
 static const struct timespec ZERO = { 0, 0 };
 
-static void atfork_prepare(void)
+/* --- fork hook (reliab, issue 11; called by fork.c in the lock order) --- */
+void cancel__timer_atfork_prepare(void)
 {
     pthread_mutex_lock(&timer_lock);
 }
 
-static void atfork_parent(void)
+void cancel__timer_atfork_parent(void)
 {
     pthread_mutex_unlock(&timer_lock);
 }
 
-/* The child has no timer thread: the next deadline starts one, and it fires
- * what the heap inherited.  The condvar may have had a waiter in the
- * parent, so it is made anew. */
-static void atfork_child(void)
+/* The child has no timer thread: the next deadline starts one.  Deadlines
+ * armed before the fork do not fire in the child (their waiters were the
+ * parent's threads): the heap is emptied, so a deadline the child arms is
+ * the first the new thread sees.  The condvar may have had a waiter in the
+ * parent: it is made anew.  The lock is ours since prepare. */
+void cancel__timer_atfork_child(void)
 {
+    for (size_t i = 0; i < heap_len; i++)
+        heap[i].dl->heap_index = SIZE_MAX;
+    heap_len = 0;
     started = false;
     wake_at = NEVER;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&timer_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_unlock(&timer_lock);
+    if (timer_init_error == 0) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&timer_cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    pthread_mutex_unlock(&timer_lock); /* ours since prepare */
 }
+/* --- end of fork hook --- */
 
 static void timer_init(void)
 {
@@ -86,21 +95,19 @@ static void timer_init(void)
             rc = pthread_cond_init(&timer_cond, &attr);
         pthread_condattr_destroy(&attr);
     }
-    if (rc == 0)
-        rc = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     timer_init_error = rc;
     wake_at = NEVER;
 }
 
 static bool earlier(const struct heap_entry *a, const struct heap_entry *b)
 {
-    return cancel__timespec_cmp(&a->ext->deadline, &b->ext->deadline) < 0;
+    return cancel__timespec_cmp(&a->dl->at, &b->dl->at) < 0;
 }
 
 static void heap_set(size_t i, struct heap_entry e)
 {
     heap[i] = e;
-    e.ext->heap_index = i;
+    e.dl->heap_index = i;
 }
 
 static void sift_up(size_t i)
@@ -137,12 +144,12 @@ static void sift_down(size_t i)
 static void heap_remove(size_t i)
 {
     CANCEL_ASSERT(i < heap_len);
-    heap[i].ext->heap_index = SIZE_MAX;
+    heap[i].dl->heap_index = SIZE_MAX;
     heap_len--;
     if (i == heap_len)
         return;
     heap[i] = heap[heap_len];
-    heap[i].ext->heap_index = i;
+    heap[i].dl->heap_index = i;
     if (i > 0 && earlier(&heap[i], &heap[(i - 1) / 2]))
         sift_up(i);
     else
@@ -177,8 +184,8 @@ static void *timer_main(void *arg)
         }
         struct heap_entry top = heap[0];
         /* Never early: fire only once the monotonic clock reached it. */
-        if (cancel__timespec_cmp(&now, &top.ext->deadline) < 0) {
-            wake_at = appointment = top.ext->deadline;
+        if (cancel__timespec_cmp(&now, &top.dl->at) < 0) {
+            wake_at = appointment = top.dl->at;
             pthread_cond_timedwait(&timer_cond, &timer_lock, &wake_at);
             wake_at = ZERO;
             continue;
@@ -210,7 +217,7 @@ static int ensure_started_locked(void)
 }
 
 /* Puts T (whose EXT holds the deadline) in the heap; 0 or an errno. */
-static int timer_add(cancel_token_t *t, struct token_ext *ext)
+static int timer_add(cancel_token_t *t, struct token_deadline *dl)
 {
     pthread_once(&timer_once, timer_init);
     pthread_mutex_lock(&timer_lock);
@@ -227,25 +234,24 @@ static int timer_add(cancel_token_t *t, struct token_ext *ext)
     }
     if (rc == 0) {
         heap_len++;
-        heap_set(heap_len - 1, (struct heap_entry){ t, ext });
+        heap_set(heap_len - 1, (struct heap_entry){ t, dl });
         sift_up(heap_len - 1);
         /* Wake the thread only when it would sleep past this deadline. */
-        if (cancel__timespec_cmp(&ext->deadline, &wake_at) < 0)
+        if (cancel__timespec_cmp(&dl->at, &wake_at) < 0)
             pthread_cond_signal(&timer_cond);
     }
     pthread_mutex_unlock(&timer_lock);
     return rc;
 }
 
-void cancel__timer_forget(cancel_token_t *t, struct token_ext *ext)
+void cancel__timer_forget(cancel_token_t *t, struct token_deadline *dl)
 {
-    (void)t;
-    if (!ext->has_deadline)
+    if (!dl->has_deadline)
         return;
     pthread_mutex_lock(&timer_lock);
-    if (ext->heap_index != SIZE_MAX) {
-        CANCEL_ASSERT(heap[ext->heap_index].token == t);
-        heap_remove(ext->heap_index);
+    if (dl->heap_index != SIZE_MAX) {
+        CANCEL_ASSERT(heap[dl->heap_index].token == t);
+        heap_remove(dl->heap_index);
     }
     pthread_mutex_unlock(&timer_lock);
 }
@@ -266,13 +272,13 @@ static cancel_token_t *deadline_child(cancel_token_t *parent, const struct times
     cancel_token_t *t = cancel_token_child(parent);
     if (!t)
         return NULL;
-    cancel__lock();
-    struct token_ext *ext = cancel__token_ext_locked(t);
+    /* Written before the token is handed out: no lock needed, and readers
+     * (cancel_token_deadline) see it through the EXT's release. */
+    struct token_ext *ext = cancel__token_ext(t);
     if (ext) {
-        ext->has_deadline = true;
-        ext->deadline = *at;
+        ext->deadline.has_deadline = true;
+        ext->deadline.at = *at;
     }
-    cancel__unlock();
     if (!ext) {
         cancel_token_unref(t);
         errno = ENOMEM;
@@ -288,7 +294,7 @@ static cancel_token_t *deadline_child(cancel_token_t *parent, const struct times
             return t;
         }
     }
-    int rc = timer_add(t, ext);
+    int rc = timer_add(t, &ext->deadline);
     if (rc != 0) {
         cancel_token_unref(t);
         errno = rc;
@@ -341,12 +347,13 @@ bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
                 &n->ext, memory_order_acquire);
             if (!ext)
                 continue;
-            if (ext->has_deadline && (!found || cancel__timespec_cmp(&ext->deadline, &best) < 0)) {
-                best = ext->deadline;
+            if (ext->deadline.has_deadline &&
+                (!found || cancel__timespec_cmp(&ext->deadline.at, &best) < 0)) {
+                best = ext->deadline.at;
                 found = true;
             }
-            for (size_t i = 0; i < ext->nsources; i++) {
-                if (!ext->sources[i])
+            for (size_t i = 0; i < ext->link.nsources; i++) {
+                if (!ext->link.sources[i])
                     continue;
                 if (depth == cap) {
                     size_t ncap = cap * 2;
@@ -360,7 +367,7 @@ bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
                     stack = grown;
                     cap = ncap;
                 }
-                stack[depth++] = ext->sources[i];
+                stack[depth++] = ext->link.sources[i];
             }
         }
     }

@@ -16,6 +16,13 @@
  * idle worker has gets a new thread.
  *
  * Lock order: worker.c's LOCK is a leaf; jobs run without it.
+ *
+ * fork: the child has none of the parent's workers.  fork.c holds LOCK
+ * across the fork (so the list is consistent in the child's copy), and
+ * the child empties the idle list: its first spawn makes a new thread
+ * instead of handing the job to a parked worker that does not exist
+ * there.  Workers that were running jobs belong to the parent; their
+ * records are never reached from the child's list.
  */
 #include "internal.h"
 
@@ -100,6 +107,28 @@ static void idle_unlink_locked(struct worker *w)
         link = &(*link)->next;
     *link = w->next;
     nidle--;
+}
+
+void cancel__worker_atfork_prepare(void)
+{
+    pthread_mutex_lock(&lock);
+}
+
+void cancel__worker_atfork_parent(void)
+{
+    pthread_mutex_unlock(&lock);
+}
+
+void cancel__worker_atfork_child(void)
+{
+    /* The parked records are ours to free: their threads are not here. */
+    while (idle) {
+        struct worker *w = idle;
+        idle = w->next;
+        free(w);
+    }
+    nidle = 0;
+    pthread_mutex_unlock(&lock); /* ours since prepare: the only thread here */
 }
 
 long cancel__ncpu(void)

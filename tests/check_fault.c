@@ -5,7 +5,7 @@
  * one at a time, and the scenario must cope.
  *
  * How.  The program is linked with -Wl,--wrap=malloc,... (see
- * mk/reliability.am): the linker sends the library objects' (and this
+ * Makefile.am): the linker sends the library objects' (and this
  * file's) references to __wrap_malloc etc. below, which count the calls of
  * the calling thread and fail the N-th one; __real_malloc is the real
  * thing (glibc's, or the sanitizer's interceptor).  Check is a shared

@@ -12,10 +12,10 @@
 static int callbacks_on(cancel_token_t *t)
 {
     int n = 0;
-    cancel__lock();
+    cancel__token_lock(t);
     for (struct cancel_cb *cb = t->callbacks; cb; cb = cb->next)
         n++;
-    cancel__unlock();
+    cancel__token_unlock(t);
     return n;
 }
 

@@ -92,15 +92,17 @@ static void slot_put(int i, cancel_token_t *t)
     cancel_token_unref(old);
 }
 
-/* Whether every descendant of T reads cancelled (walked under the lock). */
+/* Whether every descendant of T reads cancelled, walked as cancel's flag
+ * walk does: holding the locks of the path from T down. */
 static bool subtree_cancelled(cancel_token_t *t)
 {
     bool ok = true;
-    cancel__lock();
+    cancel__token_lock(t);
     cancel_token_t *node = t, *child = t->first_child;
     for (;;) {
         if (child) {
-            ok = ok && atomic_load_explicit(&child->reason, memory_order_acquire) != 0;
+            cancel__token_lock(child);
+            ok = ok && cancel__reason_locked(child) != 0;
             node = child;
             child = node->first_child;
             continue;
@@ -108,9 +110,11 @@ static bool subtree_cancelled(cancel_token_t *t)
         if (node == t)
             break;
         child = node->next_sibling;
-        node = node->parent;
+        cancel_token_t *parent = node->parent;
+        cancel__token_unlock(node);
+        node = parent;
     }
-    cancel__unlock();
+    cancel__token_unlock(t);
     return ok;
 }
 

@@ -18,10 +18,10 @@ static struct timespec in_ns(int64_t ns)
 static int callbacks_on(cancel_token_t *t)
 {
     int n = 0;
-    cancel__lock();
+    cancel__token_lock(t);
     for (struct cancel_cb *cb = t->callbacks; cb; cb = cb->next)
         n++;
-    cancel__unlock();
+    cancel__token_unlock(t);
     return n;
 }
 

@@ -1,5 +1,5 @@
 /*
- * link.c - linked tokens (cancel_token_any).
+ * token_any.c - linked tokens (cancel_token_any).
  *
  * A linked token is a root whose EXT holds its sources (a reference on
  * each) and one callback armed on each source.  The callback cancels the
@@ -12,7 +12,7 @@
  * cancel__token_try_ref, and a token that is already dying has nobody left
  * to observe its cancellation, so the callback then does nothing.
  *
- * Locks: none of our own; cancel_callback_add/remove take cancel__lock.
+ * Locks: none of our own; cancel_callback_add/remove take the sources' locks.
  */
 #include "internal.h"
 
@@ -46,11 +46,8 @@ cancel_token_t *cancel_token_any(cancel_token_t *const *tokens, size_t n)
         sources = malloc(n * sizeof *sources);
         links = calloc(n, sizeof *links);
     }
-    if (sources && links) {
-        cancel__lock();
-        ext = cancel__token_ext_locked(t);
-        cancel__unlock();
-    }
+    if (sources && links)
+        ext = cancel__token_ext(t);
     if (!ext) {
         free(sources);
         free(links);
@@ -60,11 +57,10 @@ cancel_token_t *cancel_token_any(cancel_token_t *const *tokens, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         sources[i] = cancel_token_ref(tokens[i]);
-    cancel__lock();
-    ext->sources = sources;
-    ext->links = links;
-    ext->nsources = n;
-    cancel__unlock();
+    /* Before T is handed out; cancel_token_deadline reads them later. */
+    ext->link.sources = sources;
+    ext->link.links = links;
+    ext->link.nsources = n;
 
     /* A source that is already cancelled runs link_fire inline: the token
      * is born cancelled with the first such source's reason (the first
@@ -75,7 +71,7 @@ cancel_token_t *cancel_token_any(cancel_token_t *const *tokens, size_t n)
     return t;
 }
 
-void cancel__link_forget(cancel_token_t *t, struct token_ext *ext)
+void cancel__link_forget(cancel_token_t *t, struct token_link *ext)
 {
     (void)t;
     if (ext->nsources == 0)

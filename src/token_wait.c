@@ -1,5 +1,5 @@
 /*
- * wait.c - cancel_token_wait: block until a token is cancelled.
+ * token_wait.c - cancel_token_wait: block until a token is cancelled.
  *
  * The waiter lives on the caller's stack: a mutex, a CLOCK_MONOTONIC
  * condition variable and a record of what fired first.  One callback on
