@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,12 @@ static int task_opener(void *arg)
     tu_latch_post(&w.inner_open);
     tu_latch_wait(&w.go_home);
     w.inner_join = cancel_scope_join(w.inner, NULL);
+    return 0;
+}
+
+static int task_return_zero(void *arg)
+{
+    (void)arg;
     return 0;
 }
 
@@ -286,6 +293,56 @@ START_TEST(the_json_dump_escapes_task_names)
 }
 END_TEST
 
+/* ------------------------------------------------------------ concurrency */
+
+static int task_nest_briefly(void *arg)
+{
+    (void)arg;
+    cancel_scope_t *in = cancel_scope_open(0);
+    if (!in)
+        return ENOMEM;
+    cancel_scope_spawn_named(in, "leaf", task_return_zero, NULL, NULL);
+    return cancel_scope_join(in, NULL);
+}
+
+static _Atomic bool churn_stop;
+
+/* Opens, fills and joins scopes (with nested ones) until told to stop. */
+static void *churn(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&churn_stop)) {
+        cancel_scope_t *s = cancel_scope_open(0);
+        if (!s)
+            continue;
+        for (int i = 0; i < 3; i++)
+            cancel_scope_spawn(s, task_nest_briefly, NULL, NULL);
+        if (atomic_load(&churn_stop))
+            cancel_scope_cancel(s);
+        cancel_scope_join(s, NULL);
+    }
+    return NULL;
+}
+
+START_TEST(dumps_taken_while_scopes_open_and_close_are_whole_documents)
+{
+    atomic_store(&churn_stop, false);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        tu_thread_start(&th[i], churn, NULL);
+    char *doc = NULL;
+    for (int i = 0; i < 200; i++) {
+        free(doc);
+        doc = dump_string(i % 2 ? CANCEL_DUMP_JSON : 0);
+    }
+    atomic_store(&churn_stop, true);
+    for (int i = 0; i < 2; i++)
+        tu_thread_join(th[i]);
+    ck_assert_int_eq(jq(doc, "'.scopes | type == \"array\"'"), 0);
+    free(doc);
+}
+END_TEST
+
 /* ------------------------------------------------------------ on a signal */
 
 START_TEST(a_signal_writes_a_dump_on_every_delivery)
@@ -347,6 +404,11 @@ static Suite *dump_suite(void)
     tcase_set_timeout(tc, TU_TIMEOUT);
     tcase_add_test(tc, the_json_dump_is_one_document_with_the_same_tree);
     tcase_add_test(tc, the_json_dump_escapes_task_names);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("concurrency");
+    tcase_set_timeout(tc, TU_TIMEOUT);
+    tcase_add_test(tc, dumps_taken_while_scopes_open_and_close_are_whole_documents);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("signal");
