@@ -55,6 +55,34 @@ void cancel__scope_unregister(struct cancel__scope_reg *reg)
     pthread_mutex_unlock(&reg_lock);
 }
 
+/* fork (fork.c, in the lock order): the forking thread holds the registry
+ * across the fork.  The child has none of the parent's other threads, and
+ * their scopes belong to the parent (cancel(7), FORK): the child's
+ * registry starts empty, and each inherited scope is detached, so that a
+ * join of one in the child (which the man page forbids) still cannot
+ * corrupt the list. */
+void cancel__dump_atfork_prepare(void)
+{
+    pthread_mutex_lock(&reg_lock);
+}
+
+void cancel__dump_atfork_parent(void)
+{
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void cancel__dump_atfork_child(void)
+{
+    struct cancel__scope_reg *r = reg_head.next;
+    while (r != &reg_head) {
+        struct cancel__scope_reg *next = r->next;
+        r->prev = r->next = r;
+        r = next;
+    }
+    reg_head.prev = reg_head.next = &reg_head;
+    pthread_mutex_unlock(&reg_lock);
+}
+
 /* ------------------------------------------------------------ snapshot */
 
 struct origin {

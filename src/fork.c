@@ -16,7 +16,9 @@
  * lazily, so separate registrations would take the locks in whatever
  * order the modules happened to be first used.
  *
- * Lock order taken here: the signal lock (never held with another), the
+ * Lock order taken here: the registry of open scopes (dump.c, issue 16:
+ * outermost, it is held while scopes' locks are taken), the signal lock
+ * (never held with another), the
  * library lock (cancel__lock), the timer lock, the worker cache's lock.
  * Per-object locks (a scope's, a waiter's) are not taken: objects in use
  * by other threads at the fork belong to the parent (cancel(7), FORK).
@@ -25,6 +27,7 @@
 
 static void prepare(void)
 {
+    cancel__dump_atfork_prepare();   /* issue 16: the scope registry, outermost */
     cancel__signal_atfork_prepare();
     cancel__lock_atfork_prepare();
     cancel__timer_atfork_prepare();
@@ -37,6 +40,7 @@ static void parent(void)
     cancel__timer_atfork_parent();
     cancel__lock_atfork_parent();
     cancel__signal_atfork_parent();
+    cancel__dump_atfork_parent();    /* issue 16 */
 }
 
 static void child(void)
@@ -45,6 +49,7 @@ static void child(void)
     cancel__timer_atfork_child();
     cancel__lock_atfork_child();
     cancel__signal_atfork_child();
+    cancel__dump_atfork_child();     /* issue 16 */
 }
 
 /* Called once at load time by lock.c's constructor: lock.o is in every

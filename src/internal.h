@@ -496,6 +496,9 @@ void cancel__timer_atfork_child(void);
 void cancel__worker_atfork_prepare(void);
 void cancel__worker_atfork_parent(void);
 void cancel__worker_atfork_child(void);
+void cancel__dump_atfork_prepare(void);    /* dump.c's scope registry (issue 16) */
+void cancel__dump_atfork_parent(void);
+void cancel__dump_atfork_child(void);
 
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);

@@ -23,6 +23,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_THREAD__)
+/* A forked child starts library threads although it was forked from a
+ * threaded process, which ThreadSanitizer refuses by default (as in
+ * check_fork.c). */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "die_after_fork=0";
+}
+#endif
+
 /* ------------------------------------------------------------ helpers */
 
 /* The dump, as one NUL-terminated string (malloc'd).  Written to a memfd,
@@ -343,6 +354,53 @@ START_TEST(dumps_taken_while_scopes_open_and_close_are_whole_documents)
 }
 END_TEST
 
+/* In a forked child: open a scope, run a task in it, dump, join.  Exit
+ * codes say what went wrong (the parent asserts). */
+static int child_uses_scopes_and_dumps(void)
+{
+    alarm(10); /* a deadlock shows as SIGALRM, not as a hang */
+    cancel_scope_t *s = cancel_scope_open(0);
+    if (!s)
+        return 2;
+    if (cancel_scope_spawn(s, task_return_zero, NULL, NULL) != 0)
+        return 3;
+    int fd = memfd_create("child-dump", 0);
+    if (fd < 0 || cancel_dump_all(fd, CANCEL_DUMP_JSON) != 0)
+        return 4;
+    char buf[256] = "";
+    if (pread(fd, buf, sizeof buf - 1, 0) <= 0 || !strstr(buf, "\"scope_count\":1,"))
+        return 5; /* only the child's own scope, none of the parent's */
+    if (cancel_scope_join(s, NULL) != 0)
+        return 6;
+    return 0;
+}
+
+START_TEST(a_child_forked_while_scopes_open_close_and_dump_can_use_and_dump_scopes)
+{
+    atomic_store(&churn_stop, false);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        tu_thread_start(&th[i], churn, NULL);
+    int bad = 0, status = 0;
+    for (int i = 0; i < 20 && !bad; i++) {
+        free(dump_string(0)); /* the registry busy in this thread too */
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+            _exit(child_uses_scopes_and_dumps());
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            bad = 1;
+    }
+    atomic_store(&churn_stop, true);
+    for (int i = 0; i < 2; i++)
+        tu_thread_join(th[i]);
+    ck_assert_msg(!bad, "a forked child failed: %s %d",
+                  WIFEXITED(status) ? "exit" : "signal",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+END_TEST
+
 /* ------------------------------------------------------------ on a signal */
 
 START_TEST(a_signal_writes_a_dump_on_every_delivery)
@@ -409,6 +467,7 @@ static Suite *dump_suite(void)
     tc = tcase_create("concurrency");
     tcase_set_timeout(tc, TU_TIMEOUT);
     tcase_add_test(tc, dumps_taken_while_scopes_open_and_close_are_whole_documents);
+    tcase_add_test(tc, a_child_forked_while_scopes_open_close_and_dump_can_use_and_dump_scopes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("signal");
