@@ -167,6 +167,65 @@ double tree()
     return bench_median(v, BENCH_REPS);
 }
 
+
+// Scale: as bench_token.c's bench_scale.  THREADS threads, OPS operations
+// each, started together; wall / OPS per thread on their own stop_source
+// ("own"), wall / (THREADS * OPS) on one shared stop_source ("shared").
+// A child is the usual emulation (Child above).
+constexpr long SCALE_OPS = 1000000;
+
+double scale(int threads, bool shared, bool child)
+{
+    double v[BENCH_REPS];
+    std::vector<std::stop_source> sources(threads);
+    for (double &x : v) {
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
+        std::vector<std::thread> ts;
+        for (int i = 0; i < threads; i++)
+            ts.emplace_back([&, i] {
+                std::stop_token tok = sources[shared ? 0 : i].get_token();
+                ready++;
+                while (!go.load())
+                    std::this_thread::yield();
+                for (long n = 0; n < SCALE_OPS; n++) {
+                    if (child) {
+                        auto *c = new Child(tok);
+                        BENCH_KEEP(c);
+                        delete c;
+                    } else {
+                        std::stop_callback<Noop> cb(tok, Noop{});
+                        BENCH_KEEP(&cb);
+                    }
+                }
+            });
+        while (ready.load() < threads)
+            std::this_thread::yield();
+        int64_t t0 = bench_now_ns();
+        go = true;
+        for (auto &t : ts)
+            t.join();
+        x = per_op_ns(t0, bench_now_ns(), shared ? threads * SCALE_OPS : SCALE_OPS);
+    }
+    return bench_median(v, BENCH_REPS);
+}
+
+void scale_all()
+{
+    double cb1 = scale(1, false, false), cb2 = scale(2, false, false);
+    bench_print("anchor_scale_callback_own_1_thread", cb1, "ns");
+    bench_print("anchor_scale_callback_own_2_threads", cb2, "ns");
+    bench_ratio("anchor_scale_callback_own_slowdown", cb2, cb1);
+    double ch1 = scale(1, false, true), ch2 = scale(2, false, true);
+    bench_print("anchor_scale_child_own_1_thread", ch1, "ns");
+    bench_print("anchor_scale_child_own_2_threads", ch2, "ns");
+    bench_ratio("anchor_scale_child_own_slowdown", ch2, ch1);
+    bench_print("anchor_scale_child_shared_2_threads", scale(2, true, true), "ns");
+    bench_print("anchor_scale_callback_shared_2_threads", scale(2, true, false), "ns");
+    bench_print("anchor_scale_callback_shared_4_threads", scale(4, true, false), "ns");
+    bench_print("anchor_scale_callback_shared_8_threads", scale(8, true, false), "ns");
+}
+
 } // namespace
 
 int main()
@@ -178,5 +237,6 @@ int main()
     bench_print("anchor_stop_callback_4_threads", callback_contended(), "ns");
     bench_print("anchor_request_stop_100_callbacks", cancel_callbacks(), "ns");
     bench_print("anchor_cancel_tree_100k", tree(), "us");
+    scale_all();
     return 0;
 }

@@ -7,6 +7,20 @@
  *   io_wake_raw_eventfd      hand-written: poll on {pipe, eventfd}, eventfd written
  *   io_wake_pthread_cancel   read on an empty pipe, pthread_cancel, to the cleanup handler
  *   io_wake_poll_100ms_flag  poll with a 100 ms timeout and a flag check
+ * Ping-pong (issue 12): two threads pass a byte back and forth over two
+ * pipes, so that every read blocks; us per round trip with cancel_read
+ * under a live token, with a hand-rolled ppoll(fd, eventfd) + read, and
+ * with plain read, in the same run (ratio against the hand-rolled one).
+ * `bench_io pingpong MODE N` runs one variant alone (for strace -c and
+ * callgrind): MODE 0 cancel_read, 1 ppoll+eventfd, 2 read.
+ * Built a second time as bench_io_interposed (-DBENCH_INTERPOSED, linked
+ * with libcancel-interpose.so and libpq), it measures the interposer
+ * (issue 14) instead: a plain read with no current token through the
+ * interposer vs glibc's own read (found with dlsym on the libc handle), in
+ * the same run; the wake latency of a plain recv blocked under a token vs
+ * cancel_recv's; and, when CANCEL_BENCH_PG names a PostgreSQL server
+ * (bench/with_pg.sh starts a private one), cancel -> return of a PQexec
+ * blocked on the server in pg_sleep.
  * Fast paths (ns per call, data already there):
  *   cancel_read / read on a pipe, cancel_recv / recv on a socketpair, under a
  *   live token and with no current token.
@@ -222,9 +236,104 @@ static void poll_flag_run(double *lat, int n)
     close(fds[1]);
 }
 
+/* ------------------------------------------------ ping-pong */
+
+enum { PP_CANCEL, PP_HAND, PP_PLAIN };
+
+struct pingpong {
+    int in, out, efd, mode, n;
+    cancel_token_t *token;
+};
+
+/* One byte in, one byte out, N times (the first side starts by writing). */
+static void *pp_side(void *arg)
+{
+    struct pingpong *p = arg;
+    cancel_token_t *prev = cancel_enter(p->token);
+    char c = 'p';
+    bool first = p->n < 0;
+    int n = first ? -p->n : p->n;
+    for (int i = 0; i < n; i++) {
+        if (first && write(p->out, &c, 1) != 1)
+            exit(1);
+        ssize_t r;
+        switch (p->mode) {
+        case PP_CANCEL:
+            r = cancel_read(p->in, &c, 1);
+            break;
+        case PP_HAND: {
+            struct pollfd f[2] = { { p->in, POLLIN, 0 }, { p->efd, POLLIN, 0 } };
+            if (ppoll(f, 2, NULL, NULL) < 0 || (f[1].revents & POLLIN))
+                exit(1);
+            r = read(p->in, &c, 1);
+            break;
+        }
+        default:
+            r = read(p->in, &c, 1);
+            break;
+        }
+        if (r != 1)
+            exit(1);
+        if (!first && write(p->out, &c, 1) != 1)
+            exit(1);
+    }
+    cancel_leave(prev);
+    return NULL;
+}
+
+/* us per round trip of ping-pong in MODE over N round trips. */
+static double pingpong_run(int mode, int n)
+{
+    int a[2], b[2];
+    if (pipe(a) != 0 || pipe(b) != 0)
+        exit(1);
+    cancel_token_t *ta = cancel_token_new(), *tb = cancel_token_new();
+    struct pingpong x = { .in = b[0], .out = a[1], .mode = mode, .n = -n,
+                          .efd = eventfd(0, EFD_CLOEXEC), .token = mode == PP_CANCEL ? ta : NULL };
+    struct pingpong y = { .in = a[0], .out = b[1], .mode = mode, .n = n,
+                          .efd = eventfd(0, EFD_CLOEXEC), .token = mode == PP_CANCEL ? tb : NULL };
+    pthread_t tx, ty;
+    int64_t t0 = bench_now_ns();
+    pthread_create(&ty, NULL, pp_side, &y);
+    pthread_create(&tx, NULL, pp_side, &x);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    double us = (double)(bench_now_ns() - t0) / n / 1000.0;
+    close(a[0]), close(a[1]), close(b[0]), close(b[1]), close(x.efd), close(y.efd);
+    cancel_token_unref(ta);
+    cancel_token_unref(tb);
+    return us;
+}
+
+#define PP_N 4000
+#define PP_REPS 21
+
+/* Short runs of the three variants in rotating order, medians of each:
+ * drifts of a shared machine hit all three alike. */
+static void pingpong_bench(void)
+{
+    double v[3][PP_REPS];
+    for (int rep = 0; rep < PP_REPS; rep++)
+        for (int k = 0; k < 3; k++) {
+            int m = (rep + k) % 3;
+            v[m][rep] = pingpong_run(m, PP_N);
+        }
+    double c = bench_median(v[PP_CANCEL], PP_REPS);
+    double h = bench_median(v[PP_HAND], PP_REPS);
+    double r = bench_median(v[PP_PLAIN], PP_REPS);
+    bench_print("io_pingpong_cancel_read", c, "us");
+    bench_print("io_pingpong_ppoll_eventfd", h, "us");
+    bench_print("io_pingpong_read", r, "us");
+    bench_ratio("io_pingpong_cancel_read_vs_ppoll_eventfd", c, h);
+    bench_ratio("io_pingpong_cancel_read_vs_read", c, r);
+}
+
 /* ------------------------------------------------ fast paths */
 
 enum { FAST_N = 50000 };
+#ifdef BENCH_INTERPOSED
+enum { IP_N = 5000 };
+#endif
 
 /* ns per one-byte read from FD (pre-filled through the writer end W). */
 static double per_read_once(int fd, int w, int kind)
@@ -252,10 +361,193 @@ static double per_read_once(int fd, int w, int kind)
     return (double)(bench_now_ns() - t0) / FAST_N;
 }
 
-int main(void)
+#ifdef BENCH_INTERPOSED
+#include <dlfcn.h>
+#include <libpq-fe.h>
+
+static ssize_t (*libc_read)(int, void *, size_t);
+
+/* ns per one-byte read, through the interposer (KIND 0) or glibc's own (1). */
+static double per_read_interposed(int fd, int w, int kind)
+{
+    static char fill[IP_N];
+    ssize_t put = 0;
+    while (put < IP_N) {
+        ssize_t r = write(w, fill + put, (size_t)(IP_N - put));
+        if (r <= 0)
+            exit(1);
+        put += r;
+    }
+    char c;
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < IP_N; i++) {
+        ssize_t r = kind == 0 ? read(fd, &c, 1) : libc_read(fd, &c, 1);
+        BENCH_KEEP(r);
+    }
+    return (double)(bench_now_ns() - t0) / IP_N;
+}
+
+struct recv_waker {
+    int sv[2];
+    sem_t go, armed;
+    cancel_token_t *token;
+    _Atomic int64_t returned;
+    int mode; /* 0: interposed recv, 1: cancel_recv */
+    bool stop;
+};
+
+static void *recv_worker(void *arg)
+{
+    struct recv_waker *w = arg;
+    char c;
+    for (;;) {
+        sem_wait(&w->go);
+        if (w->stop)
+            return NULL;
+        cancel_token_t *prev = cancel_enter(w->token);
+        sem_post(&w->armed);
+        ssize_t r = w->mode == 0 ? recv(w->sv[0], &c, 1, 0) : cancel_recv(w->sv[0], &c, 1, 0);
+        atomic_store(&w->returned, bench_now_ns());
+        BENCH_KEEP(r);
+        cancel_leave(prev);
+    }
+}
+
+/* Cancel -> return of a recv blocked under a token, N times, in MODE. */
+static void recv_wake_run(int mode, double *lat, int n)
+{
+    struct recv_waker w = { .mode = mode };
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, w.sv) != 0)
+        exit(1);
+    sem_init(&w.go, 0, 0);
+    sem_init(&w.armed, 0, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, recv_worker, &w);
+    for (int i = 0; i < n; i++) {
+        w.token = cancel_token_new();
+        atomic_store(&w.returned, 0);
+        sem_post(&w.go);
+        sem_wait(&w.armed);
+        spin_ns(50 * 1000); /* asleep in ppoll by now */
+        int64_t t0 = bench_now_ns();
+        cancel_token_cancel(w.token, 0);
+        while (atomic_load(&w.returned) == 0)
+            ;
+        lat[i] = (double)(atomic_load(&w.returned) - t0);
+        cancel_token_unref(w.token);
+    }
+    w.stop = true;
+    sem_post(&w.go);
+    pthread_join(th, NULL);
+    close(w.sv[0]);
+    close(w.sv[1]);
+}
+
+struct pq_job {
+    PGconn *conn;
+    cancel_token_t *token;
+    sem_t started;
+    _Atomic int64_t returned;
+};
+
+static void *pq_worker(void *arg)
+{
+    struct pq_job *j = arg;
+    cancel_token_t *prev = cancel_enter(j->token);
+    sem_post(&j->started);
+    PGresult *r = PQexec(j->conn, "SELECT pg_sleep(60)");
+    atomic_store(&j->returned, bench_now_ns());
+    PQclear(r);
+    cancel_leave(prev);
+    return NULL;
+}
+
+/* Cancel -> return of PQexec blocked on the server, N times. */
+static bool pq_run(const char *conninfo, double *lat, int n)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_io_interposed: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        struct pq_job j = { .conn = c, .token = cancel_token_new() };
+        sem_init(&j.started, 0, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, pq_worker, &j);
+        sem_wait(&j.started);
+        usleep(20 * 1000); /* the query is on the server by now */
+        int64_t t0 = bench_now_ns();
+        cancel_token_cancel(j.token, 0);
+        pthread_join(th, NULL);
+        lat[i] = (double)(atomic_load(&j.returned) - t0);
+        cancel_token_unref(j.token);
+        PQreset(c); /* the documented rule after a cancelled call */
+    }
+    PQfinish(c);
+    return true;
+}
+
+static int interposed_main(void)
+{
+    void *libc = dlopen("libc.so.6", RTLD_NOLOAD | RTLD_LAZY);
+    libc_read = libc ? (ssize_t (*)(int, void *, size_t))dlsym(libc, "read") : NULL;
+    if (!libc_read)
+        return 1;
+    int pp[2];
+    if (pipe(pp) != 0)
+        return 1;
+    fcntl(pp[1], F_SETPIPE_SZ, 1 << 20);
+    /* Many short blocks, alternating, so that the machine's drifts (a
+     * shared VM) hit both alike; the median block of each. */
+    enum { BLOCKS = 101 };
+    static double v[2][BLOCKS];
+    for (int rep = 0; rep < BLOCKS; rep++) {
+        v[rep & 1][rep] = per_read_interposed(pp[0], pp[1], rep & 1);
+        v[!(rep & 1)][rep] = per_read_interposed(pp[0], pp[1], !(rep & 1));
+    }
+    double ip = bench_median(v[0], BLOCKS), lc = bench_median(v[1], BLOCKS);
+    bench_print("interpose_read_no_token", ip, "ns");
+    bench_print("interpose_libc_read", lc, "ns");
+    bench_ratio("interpose_read_no_token_vs_libc_read", ip, lc);
+
+    static double lat[WAKE_ITERS];
+    double r50, r99, c50, c99;
+    recv_wake_run(1, lat, WAKE_ITERS);
+    report_latency("interpose_wake_cancel_recv", lat, WAKE_ITERS, &c50, &c99);
+    recv_wake_run(0, lat, WAKE_ITERS);
+    report_latency("interpose_wake_recv", lat, WAKE_ITERS, &r50, &r99);
+    bench_ratio("interpose_wake_recv_vs_cancel_recv_p50", r50, c50);
+
+    const char *pg = getenv("CANCEL_BENCH_PG");
+    if (pg && *pg) {
+        double pl[20], p50, p99;
+        if (pq_run(pg, pl, 20))
+            report_latency("interpose_pqexec_cancel_to_return", pl, 20, &p50, &p99);
+    }
+    return 0;
+}
+#endif
+
+int main(int argc, char **argv)
 {
     static double lat[WAKE_ITERS];
     double p50, p99;
+
+#ifdef BENCH_INTERPOSED
+    (void)argc, (void)argv, (void)lat, (void)p50, (void)p99;
+    return interposed_main();
+#endif
+    if (argc == 4 && strcmp(argv[1], "pingpong") == 0) {
+        printf("%.2f us\n", pingpong_run(atoi(argv[2]), atoi(argv[3])));
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "pingpong") == 0) {
+        pingpong_bench();
+        return 0;
+    }
+    pingpong_bench();
 
     wake_run(1, lat, WAKE_ITERS);
     double raw50, raw99;

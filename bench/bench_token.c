@@ -11,6 +11,7 @@
 #include <cancel.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdbool.h>
 
 enum { SPIN = 20000000, CHILDREN = 1000000, CALLBACKS = 100, TREE = 100000 };
 
@@ -221,6 +222,88 @@ static void bench_chain(double *cancel_ms, double *free_ms)
     *free_ms = (double)(t2 - t1) / 1e6;
 }
 
+
+/*
+ * Scale (SPEC "Scale: unrelated work never meets").  THREADS threads run
+ * OPS operations each, started together; the figure is the wall time
+ * divided by OPS, the cost each thread sees per operation (on its own
+ * token or root: "own"), or divided by THREADS * OPS when they share one
+ * ("shared").  bench/anchor_stop_token.cpp runs the same with
+ * std::stop_token; bench/ratios.txt pairs them.
+ */
+enum { SCALE_OPS = 1000000 };
+
+struct scale_arg {
+    cancel_token_t *token;      /* the thread's own, or the shared one */
+    bool child;                 /* create+release children, else add+remove callbacks */
+    pthread_barrier_t *start;
+};
+
+static void *scale_worker(void *p)
+{
+    struct scale_arg *a = p;
+    cancel_callback_t cb;
+    pthread_barrier_wait(a->start);
+    if (a->child) {
+        for (long i = 0; i < SCALE_OPS; i++) {
+            cancel_token_t *c = cancel_token_child(a->token);
+            BENCH_KEEP(c);
+            cancel_token_unref(c);
+        }
+    } else {
+        for (long i = 0; i < SCALE_OPS; i++) {
+            cancel_callback_add(&cb, a->token, noop, NULL);
+            cancel_callback_remove(&cb);
+        }
+    }
+    return NULL;
+}
+
+/* Per-operation ns: wall / OPS (own tokens) or wall / (THREADS * OPS) (shared). */
+static double bench_scale(int threads, bool shared, bool child)
+{
+    double v[BENCH_REPS];
+    enum { MAX_THREADS = 8 };
+    cancel_token_t *tokens[MAX_THREADS];
+    for (int i = 0; i < threads; i++)
+        tokens[i] = shared && i > 0 ? cancel_token_ref(tokens[0]) : cancel_token_new();
+    for (int r = 0; r < BENCH_REPS; r++) {
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+        pthread_t th[MAX_THREADS];
+        struct scale_arg args[MAX_THREADS];
+        for (int i = 0; i < threads; i++) {
+            args[i] = (struct scale_arg){ tokens[i], child, &start };
+            pthread_create(&th[i], NULL, scale_worker, &args[i]);
+        }
+        pthread_barrier_wait(&start);
+        int64_t t0 = bench_now_ns();
+        for (int i = 0; i < threads; i++)
+            pthread_join(th[i], NULL);
+        v[r] = per_op_ns(t0, bench_now_ns(), shared ? (long)threads * SCALE_OPS : SCALE_OPS);
+        pthread_barrier_destroy(&start);
+    }
+    for (int i = 0; i < threads; i++)
+        cancel_token_unref(tokens[i]);
+    return bench_median(v, BENCH_REPS);
+}
+
+static void bench_scale_all(void)
+{
+    double cb1 = bench_scale(1, false, false), cb2 = bench_scale(2, false, false);
+    bench_print("scale_callback_own_1_thread", cb1, "ns");
+    bench_print("scale_callback_own_2_threads", cb2, "ns");
+    bench_ratio("scale_callback_own_slowdown", cb2, cb1);
+    double ch1 = bench_scale(1, false, true), ch2 = bench_scale(2, false, true);
+    bench_print("scale_child_own_1_thread", ch1, "ns");
+    bench_print("scale_child_own_2_threads", ch2, "ns");
+    bench_ratio("scale_child_own_slowdown", ch2, ch1);
+    bench_print("scale_child_shared_2_threads", bench_scale(2, true, true), "ns");
+    bench_print("scale_callback_shared_2_threads", bench_scale(2, true, false), "ns");
+    bench_print("scale_callback_shared_4_threads", bench_scale(4, true, false), "ns");
+    bench_print("scale_callback_shared_8_threads", bench_scale(8, true, false), "ns");
+}
+
 int main(void)
 {
     bench_print("token_is_cancelled", bench_is_cancelled(), "ns");
@@ -235,5 +318,6 @@ int main(void)
     bench_chain(&cancel_ms, &free_ms);
     bench_print("chain_10M_cancel", cancel_ms, "ms");
     bench_print("chain_10M_free", free_ms, "ms");
+    bench_scale_all();
     return 0;
 }

@@ -259,32 +259,36 @@ CANCEL_API void cancel_shield_end(void);
 /* ---------------------------------------------------------------------- */
 
 /*
- * The I/O wrappers.  Each takes the arguments of the POSIX call it is named
- * after and returns what that call returns (-1 with errno on error; accept
- * takes accept4's FLAGS).  They read the calling thread's current token
- * (cancel_current):
+ * The I/O wrappers.  See cancel_read(3); its NOTES say how they work.
  *
- *  - no current token, or inside a shield: the plain call, EINTR retried;
- *  - current token cancelled: -1 at once, before any I/O, with errno
- *    ECANCELED (ETIMEDOUT when the reason is ETIMEDOUT), every time;
- *  - blocked when the token (or an ancestor) is cancelled: -1 with that
- *    errno within microseconds, and nothing was consumed or produced;
- *  - progress wins: a call that moved bytes, accepted a connection or
- *    completed a connect returns that; the next call fails.  A blocking
- *    write of more than fits keeps writing and returns the count written
- *    when cancelled part way.
+ * Semantics.  Each takes the arguments of the POSIX call it is named after
+ * (accept takes accept4's FLAGS) and returns what that call returns.  It
+ * reads the calling thread's current token (cancel_current): with none,
+ * or in a shield, it is the plain call with EINTR retried.  Under a
+ * cancelled token it fails at once, before any I/O, every time; a thread
+ * blocked in it when the token (or an ancestor) is cancelled returns
+ * within microseconds, having consumed and produced nothing.  Progress
+ * wins: a call that moved bytes, accepted a connection or completed a
+ * connect returns that, and the next call fails; a blocking write of more
+ * than fits keeps writing and returns the count written when cancelled
+ * part way.
  *
- * Descriptor flags are never changed (connect toggles O_NONBLOCK on the
- * caller's blocking socket and restores it); on an O_NONBLOCK descriptor
- * they never wait (EAGAIN, as the plain call).  Regular files and block
- * devices move at most 1 MiB per system call, with the token checked
- * between.  A connect cancelled while in progress leaves the socket to the
- * caller to close.  Errors: those of the wrapped call, plus ECANCELED,
- * ETIMEDOUT, and ENOMEM (a poll of more than 7 descriptors whose set could
- * not be allocated).  Thread safety: as the wrapped call.  No signal is used: each
- * thread waits on an eventfd of its own, created on its first blocking
- * wait and closed at thread exit; when none can be created (EMFILE), waits
- * re-check the token every 10 ms instead.  See cancel_read(3).
+ * Flags.  Descriptor flags are never changed (connect sets O_NONBLOCK on
+ * a blocking socket around the call and restores it).  On an O_NONBLOCK
+ * descriptor, or with MSG_DONTWAIT, they never wait (EAGAIN, as the plain
+ * call); SO_RCVTIMEO / SO_SNDTIMEO bound a wait on a socket (EAGAIN).
+ *
+ * Errors.  Those of the wrapped call, plus ECANCELED (the token was
+ * cancelled), ETIMEDOUT (its deadline fired) and ENOMEM (a poll of more
+ * than 7 descriptors, or an I/O vector of more than 8 entries, whose
+ * working copy could not be allocated).  Never EINTR.
+ *
+ * Resources.  No signal is used; each thread waits on an eventfd of its
+ * own, created on its first blocking wait and closed at thread exit (when
+ * none can be had, waits re-check the token every 10 ms).  Regular files
+ * and block devices move at most 1 MiB per system call.  A connect
+ * cancelled while in progress leaves the socket to the caller to close.
+ * Thread safety: as the wrapped call.
  */
 CANCEL_API ssize_t cancel_read(int fd, void *buf, size_t n);
 CANCEL_API ssize_t cancel_write(int fd, const void *buf, size_t n);
@@ -355,6 +359,20 @@ CANCEL_API int cancel_sleep_until(const struct timespec *at);
  */
 CANCEL_API ssize_t cancel_read_full(int fd, void *buf, size_t n, size_t *done);
 CANCEL_API ssize_t cancel_write_all(int fd, const void *buf, size_t n, size_t *done);
+
+/*
+ * cancel_getaddrinfo - getaddrinfo(3) that a cancel can abandon.  Same
+ * arguments, EAI_* return codes, and result (release it with
+ * freeaddrinfo).  Once the current token is cancelled (before the lookup
+ * or while it waits on a DNS server) it returns EAI_SYSTEM with errno
+ * ECANCELED (ETIMEDOUT for a deadline) promptly; the abandoned lookup
+ * ends on a library thread, which frees its result.  With no current
+ * token (or in a shield) it is the plain call.  Thread safety: MT-Safe.
+ * See cancel_getaddrinfo(3) and, for unmodified code, man 7 cancel_interpose.
+ */
+struct addrinfo;
+CANCEL_API int cancel_getaddrinfo(const char *node, const char *service,
+                                  const struct addrinfo *hints, struct addrinfo **res);
 
 /* ---------------------------------------------------------------------- */
 /* Scopes                                                                  */

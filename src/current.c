@@ -20,7 +20,9 @@ struct shield_stack {
     size_t lost;                /* levels that could not be saved (no memory) */
 };
 
-static __thread cancel_token_t *current;
+/* interpose hook: initial-exec, like the token cache's TLS: cancel_current()
+ * is read on every interposed call and wrapped call (no __tls_get_addr). */
+static __thread cancel_token_t *current __attribute__((tls_model("initial-exec")));
 static __thread struct shield_stack shields;
 static __thread struct cancel_blocked blocked;
 

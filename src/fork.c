@@ -19,7 +19,8 @@
  * Lock order taken here: the registry of open scopes (dump.c, issue 16:
  * outermost, it is held while scopes' locks are taken), the signal lock
  * (never held with another), the
- * library lock (cancel__lock), the timer lock, the worker cache's lock.
+ * wait graph's mutex (run.c), the token locks (lock.c closes the fork gate and waits until no thread holds
+ * one), the timer lock, the worker cache's lock.
  * Per-object locks (a scope's, a waiter's) are not taken: objects in use
  * by other threads at the fork belong to the parent (cancel(7), FORK).
  */
@@ -29,6 +30,7 @@ static void prepare(void)
 {
     cancel__dump_atfork_prepare();   /* issue 16: the scope registry, outermost */
     cancel__signal_atfork_prepare();
+    cancel__run_atfork_prepare();
     cancel__lock_atfork_prepare();
     cancel__timer_atfork_prepare();
     cancel__worker_atfork_prepare();
@@ -39,6 +41,7 @@ static void parent(void)
     cancel__worker_atfork_parent();
     cancel__timer_atfork_parent();
     cancel__lock_atfork_parent();
+    cancel__run_atfork_parent();
     cancel__signal_atfork_parent();
     cancel__dump_atfork_parent();    /* issue 16 */
 }
@@ -48,6 +51,7 @@ static void child(void)
     cancel__worker_atfork_child();
     cancel__timer_atfork_child();
     cancel__lock_atfork_child();
+    cancel__run_atfork_child();
     cancel__signal_atfork_child();
     cancel__dump_atfork_child();     /* issue 16 */
 }

@@ -99,14 +99,19 @@ static inline int cancel__reason_of(const cancel_token_t *t)
  *      of which is an ancestor of the other are never locked together.
  *      No callback ever runs, no thread ever sleeps (but for the lock
  *      itself) and no other lock is taken while a token lock is held.
- *   4. leaf locks, never held while taking another library lock: the timer's
+ *   4. thread record locks (lock.c, struct cancel_thread): taken under a
+ *      token lock or the graph mutex to push, pop or look for a running
+ *      callback's frame; nothing is taken under them.
+ *   5. leaf locks, never held while taking another library lock: the timer's
  *      (timer.c), the signal module's (signal.c), the worker cache's
- *      (worker.c), the thread registry's (lock.c).
+ *      (worker.c), the thread registry's (lock.c), a token waiter's mutex
+ *      (token_wait.c).
  *
- * fork: a prepare handler closes the fork gate (lock.c) and waits until no
- * thread holds a token lock; the leaf locks are taken by their own
- * modules' handlers.  So the child inherits no lock held by a thread that
- * is gone.
+ * fork (fork.c): the prepare handler takes the signal lock, the graph
+ * mutex, then closes the fork gate (lock.c) and waits until no thread holds
+ * a token or record lock, then takes the timer's and the worker cache's.
+ * So the child inherits no lock held by a thread that is gone.  A scope's
+ * MU is not taken: scopes busy at the fork are the parent's (cancel(7)).
  */
 void cancel__lock_slow(_Atomic int *word);
 void cancel__unlock_wake(_Atomic int *word);
@@ -487,6 +492,9 @@ void cancel__fork_init(void);   /* registers them, once (lock.c's constructor) *
 void cancel__signal_atfork_prepare(void);
 void cancel__signal_atfork_parent(void);
 void cancel__signal_atfork_child(void);
+void cancel__run_atfork_prepare(void);
+void cancel__run_atfork_parent(void);
+void cancel__run_atfork_child(void);
 void cancel__lock_atfork_prepare(void);
 void cancel__lock_atfork_parent(void);
 void cancel__lock_atfork_child(void);

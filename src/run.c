@@ -236,6 +236,27 @@ void cancel__wait_foreign_runs_locked(cancel_token_t *t)
     graph_leave();
 }
 
+/* fork.c's handlers, in the lock order: the graph mutex sits above the
+ * token locks, so it is taken before the fork gate closes.  The child has
+ * one thread: nobody waits, nobody runs a callback. */
+void cancel__run_atfork_prepare(void)
+{
+    pthread_mutex_lock(&graph_mu);
+}
+
+void cancel__run_atfork_parent(void)
+{
+    pthread_mutex_unlock(&graph_mu);
+}
+
+void cancel__run_atfork_child(void)
+{
+    graph_waiting = NULL;
+    atomic_store_explicit(&graph_waiters, 0, memory_order_relaxed);
+    pthread_cond_init(&graph_cv, NULL);
+    pthread_mutex_unlock(&graph_mu); /* ours since prepare */
+}
+
 void cancel__op_push(struct cancel_cancel_op *op, const cancel_token_t *root)
 {
     struct cancel_thread *me = cancel__thread_self();

@@ -35,7 +35,7 @@
  * pidfd_open poll with WNOHANG every WAITPID_SLICE_NS, waiting on the wake
  * fd in between, so cancellation is still prompt.
  */
-#include "internal.h"
+#include "interpose.h"
 
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -65,13 +65,21 @@ static void cond_wake(void *arg, int reason)
         pthread_mutex_unlock(w->mutex);
 }
 
-int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
+/*
+ * pthread_cond_wait (ABSTIME NULL) or the timed wait on CLOCK under T,
+ * pthread style.  T NULL: the plain call.
+ */
+int cancel__cond_wait(cancel_token_t *t, pthread_cond_t *cond, pthread_mutex_t *mutex,
+                      const struct timespec *abstime, clockid_t clock)
 {
     if (!cond || !mutex)
         return EINVAL; /* bad input never crashes (pthread's would) */
-    cancel_token_t *t = cancel_current();
+#define COND_PLAIN()                                                       \
+    (!abstime ? pthread_cond_wait(cond, mutex)                             \
+     : clock == (clockid_t)-1 ? pthread_cond_timedwait(cond, mutex, abstime) \
+                              : pthread_cond_clockwait(cond, mutex, clock, abstime))
     if (!t)
-        return pthread_cond_wait(cond, mutex);
+        return COND_PLAIN();
     int reason = cancel_token_reason(t);
     if (reason)
         return cancel__reason_errno(reason);
@@ -81,9 +89,10 @@ int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
     if (cancel_callback_add(&cb, t, cond_wake, &w) == 1)
         return cancel__reason_errno(cancel_token_reason(t));
     cancel__blocked_begin("cond_wait", -1);
-    int rc = pthread_cond_wait(cond, mutex);
+    int rc = COND_PLAIN();
+#undef COND_PLAIN
     cancel__blocked_end();
-    if (rc != 0) {
+    if (rc != 0 && rc != ETIMEDOUT) {
         /* Bad arguments: the mutex state is whatever pthread left it in. */
         cancel_callback_remove(&cb);
         return rc;
@@ -97,13 +106,25 @@ int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
     if (reason) {
         /* We may have taken a pthread_cond_signal meant for a waiter that
          * is not cancelled: pass it on (a spurious wakeup is allowed). */
-        pthread_cond_signal(cond);
+        if (rc == 0)
+            pthread_cond_signal(cond);
         return cancel__reason_errno(reason);
     }
-    return 0;
+    return rc;
+}
+
+int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
+{
+    cancel_token_t *t = cancel_current();
+    IO_BEGIN();
+    int rc = cancel__cond_wait(t, cond, mutex, NULL, CLOCK_MONOTONIC);
+    IO_END();
+    return rc;
 }
 
 /* ----------------------------------------------------------------- sem */
+
+static int sem_wait_t(cancel_token_t *t, sem_t *sem);
 
 int cancel_sem_wait(sem_t *sem)
 {
@@ -112,13 +133,16 @@ int cancel_sem_wait(sem_t *sem)
         return -1;
     }
     cancel_token_t *t = cancel_current();
+    IO_BEGIN();
+    int r = t ? sem_wait_t(t, sem) : CANCEL_PLAIN(int, sem_wait(sem));
+    IO_END();
+    return (int)cancel__ret(r);
+}
+
+/* sem_wait under T: 0 or -errno. */
+static int sem_wait_t(cancel_token_t *t, sem_t *sem)
+{
     int r;
-    if (!t) {
-        do
-            r = sem_wait(sem);
-        while (r < 0 && errno == EINTR);
-        return r;
-    }
     bool blocked = false;
     for (;;) {
         int reason = cancel_token_reason(t);
@@ -146,29 +170,29 @@ int cancel_sem_wait(sem_t *sem)
         if (r == 0 || (errno != ETIMEDOUT && errno != EINTR))
             break;
     }
-    if (blocked) {
-        int saved = errno;
+    r = r < 0 ? -errno : r;
+    if (blocked)
         cancel__blocked_end();
-        errno = saved;
-    }
     return r;
 }
 
 /* --------------------------------------------------------------- sleep */
 
+static int sleep_until_t(cancel_token_t *t, const struct timespec *at)
+{
+    if (!cancel__timespec_valid(at))
+        return -EINVAL;
+    int rc = cancel__wait_ready(t, NULL, 0, at, "sleep");
+    return rc < 0 ? rc : 0;
+}
+
 int cancel_sleep_until(const struct timespec *at)
 {
-    if (!cancel__timespec_valid(at)) {
-        errno = EINVAL;
-        return -1;
-    }
     cancel_token_t *t = cancel_current();
-    int rc = cancel__wait_ready(t, NULL, 0, at, "sleep");
-    if (rc < 0) {
-        errno = -rc;
-        return -1;
-    }
-    return 0;
+    IO_BEGIN();
+    int rc = sleep_until_t(t, at);
+    IO_END();
+    return (int)cancel__ret(rc);
 }
 
 int cancel_sleep(int64_t ns)
@@ -190,27 +214,17 @@ static int pidfd_open_(pid_t pid)
 #endif
 }
 
-pid_t cancel_waitpid(pid_t pid, int *status, int options)
+static pid_t waitpid_t(cancel_token_t *t, pid_t pid, int *status, int options)
 {
-    cancel_token_t *t = cancel_current();
-    pid_t r;
-    if (!t) {
-        do
-            r = waitpid(pid, status, options);
-        while (r < 0 && errno == EINTR);
-        return r;
-    }
     for (;;) {
-        int reason = cancel_token_reason(t);
-        if (reason) {
-            errno = cancel__reason_errno(reason);
-            return -1;
-        }
-        r = waitpid(pid, status, options | WNOHANG);
+        int err = cancel__cancelled(t);
+        if (err)
+            return -err;
+        pid_t r = waitpid(pid, status, options | WNOHANG);
         if (r < 0 && errno == EINTR)
             continue;
         if (r != 0 || (options & WNOHANG))
-            return r;
+            return r < 0 ? -errno : r;
         int rc;
         int pfd = -1;
         if (pid > 0 && !(options & (WUNTRACED | WCONTINUED)))
@@ -224,9 +238,17 @@ pid_t cancel_waitpid(pid_t pid, int *status, int options)
             struct timespec at = cancel__add_ns(cancel__now(), WAITPID_SLICE_NS);
             rc = cancel__wait_ready(t, NULL, 0, &at, "waitpid");
         }
-        if (rc < 0) {
-            errno = -rc;
-            return -1;
-        }
+        if (rc < 0)
+            return rc;
     }
+}
+
+pid_t cancel_waitpid(pid_t pid, int *status, int options)
+{
+    cancel_token_t *t = cancel_current();
+    IO_BEGIN();
+    pid_t r = t ? waitpid_t(t, pid, status, options)
+                : CANCEL_PLAIN(pid_t, waitpid(pid, status, options));
+    IO_END();
+    return (pid_t)cancel__ret(r);
 }

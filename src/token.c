@@ -284,11 +284,10 @@ static bool flag_locked(cancel_token_t *t, int reason)
     atomic_store_explicit(&t->word, reason | CANCEL_LOCKED, memory_order_release);
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext && ext->fd >= 0) {
-        uint64_t one = 1;
-        ssize_t w;
-        do
-            w = write(ext->fd, &one, sizeof one);
-        while (w < 0 && errno == EINTR);
+        /* interpose hook: glibc's eventfd_write never reaches the
+         * interposer (this runs with the token locked); see interpose.h. */
+        while (eventfd_write(ext->fd, 1) < 0 && errno == EINTR)
+            ;
     }
     if (ext)
         attach_list_locked(t, ext); /* issue 16 */
@@ -494,11 +493,8 @@ int cancel_token_fd(cancel_token_t *t)
         }
         /* Created under the lock, so a cancel either writes it or has
          * already flagged the token, in which case we write it here. */
-        if (cancel__reason_locked(t) != 0) {
-            uint64_t one = 1;
-            ssize_t w = write(fd, &one, sizeof one);
-            (void)w;
-        }
+        if (cancel__reason_locked(t) != 0)
+            (void)eventfd_write(fd, 1); /* interpose hook: see interpose.h */
         ext->fd = fd;
     }
     int fd = ext->fd;

@@ -8,8 +8,8 @@
  * No polling.  cancel_callback_remove waits for a callback that is still
  * running, so the stack frame outlives every callback that could touch it.
  *
- * Locks: the waiter's mutex is taken by the callbacks (outside
- * cancel__lock, where callbacks run) and by the waiting thread, which
+ * Locks: the waiter's mutex is taken by the callbacks (which run with no
+ * token lock held) and by the waiting thread, which
  * never holds it while adding or removing callbacks.
  */
 #include "internal.h"

@@ -5,14 +5,16 @@
  * Each thread owns one eventfd (its wake fd), created on the first wait
  * that must block and closed by a thread-specific-data destructor when the
  * thread exits.  A wait arms a callback on the token that writes the wake
- * fd, ppolls on the caller's descriptors plus the wake fd, then removes the
- * callback and drains the wake fd if the callback ran.
+ * fd (unless it is still armed there from the thread's previous wait: see
+ * struct wake_state) and ppolls on the caller's descriptors plus the wake
+ * fd.  The callback is removed, and the wake fd drained if it ran, when
+ * the thread next waits under another token, or exits.
  *
- * Why no wakeup can be lost.  A cancel stores the token's reason under
- * cancel__lock and only then, with the lock dropped, runs the callbacks it
- * collected from the token's list under that same lock.  cancel_callback_add
- * reads the reason and links the callback in one critical section of
- * cancel__lock.  So exactly one of these holds:
+ * Why no wakeup can be lost.  A cancel stores the token's reason under the
+ * token's lock and only then, with the lock dropped, runs the callbacks it
+ * finds on the token's list.  cancel_callback_add reads the reason and
+ * links the callback in one critical section of that same lock.  So
+ * exactly one of these holds:
  *
  *  1. add ran first: the callback is on the list when the cancel walks it,
  *     so the cancel runs it and the wake fd's counter becomes non-zero.  An
@@ -23,14 +25,13 @@
  *  2. the cancel ran first: add sees the reason, runs the callback inline
  *     and returns 1; we return the cancellation error without waiting.
  *
- * The counter starts every wait at zero: only our own callback writes the
- * wake fd, it is armed only while we wait, and we read the counter back to
- * zero whenever the callback ran: either we saw the wake fd readable (the
- * write is done; the callback's argument is the fd number, so it touches
- * no memory of ours, and the library never touches the callback storage
- * after handing it to fn, so our frame may go at once without
- * cancel_callback_remove), or cancel_callback_remove returned false after
- * waiting for the callback to finish.  A signal that
+ * The counter is zero whenever a wait starts with the callback armed and
+ * not run: only our own callback writes the wake fd, and once it ran (FIRED
+ * in struct wake_state, or the inline run of case 2) the next wait removes
+ * it (cancel_callback_remove returns false, after waiting for a callback
+ * still running) and reads the counter back to zero before arming it
+ * again.  The callback touches only the thread's wake state, which lives
+ * until the thread-exit destructor has removed it.  A signal that
  * interrupts ppoll (EINTR) is retried; the counter is not touched by it.
  *
  * Out of descriptors.  When the eventfd cannot be created (EMFILE, ENFILE,
@@ -43,7 +44,7 @@
  * eventfd object; a pthread_atfork child handler closes it so that the
  * child never drains a wake meant for the parent.
  */
-#include "internal.h"
+#include "interpose.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,46 +57,76 @@
 static pthread_once_t wake_once = PTHREAD_ONCE_INIT;
 static pthread_key_t wake_key;
 static bool wake_key_ok;
-static __thread int wake_fd = -1;
-/* The wake fd was written and not yet read back.  Draining is deferred to
- * the next wait that arms it, off the path of a cancelled call's return. */
-static __thread bool wake_dirty;
-/*
- * The callback that writes the wake fd lives in thread-local storage, not
- * on the waiter's stack: a waiter whose wake fd fired returns without
- * waiting for the canceller to come back from the callback, and removes it
- * at its next wait (or at thread exit) instead.  That later remove orders
- * the canceller's write before the wake fd is closed or re-armed.
- */
-static __thread cancel_callback_t wake_slot;
-static __thread bool wake_slot_fired;
 
-static void settle_fired_callback(void)
+/*
+ * The thread's wake state.  The callback that writes the wake fd lives
+ * here, in thread-local storage, not on a waiter's stack, and it stays
+ * armed between waits on the same token: a thread that blocks again and
+ * again under one token (a connection's task) adds it once and removes it
+ * only when it waits under another token, or at thread exit, so the
+ * blocking path pays no callback add and remove per wait (issue 12).
+ * While it is armed on a token that is not cancelled it cannot have run
+ * (it runs only when that token is cancelled), so the next wait under that
+ * token finds it armed as it left it.  Once it ran, FIRED says so: the next
+ * wait disarms it before anything else, so a new token that happens to
+ * reuse the freed address of the old one is never mistaken for it.  The
+ * canceller writes FIRED and reads FD, so the state has a cache line to
+ * itself and shares none that another thread writes.
+ */
+struct wake_state {
+    _Alignas(64) _Atomic bool fired; /* the callback ran (written by the canceller) */
+    _Atomic int fd;                  /* the wake fd, -1 until created */
+    cancel_token_t *armed_on;        /* token the slot is armed on, or NULL */
+    /* The wake fd was written and not yet read back.  Draining is deferred
+     * to the next wait, off the path of a cancelled call's return. */
+    bool dirty;
+    cancel_callback_t slot;
+};
+/* Initial-exec: the blocking path reads it several times per wait. */
+static __thread struct wake_state ws __attribute__((tls_model("initial-exec"))) = { .fd = -1 };
+
+/*
+ * Disarms the slot unless it is armed, and has not run, on T (T NULL:
+ * disarm whatever it is armed on).  A slot that ran wrote the wake fd
+ * once: it is marked dirty.
+ */
+static void settle(cancel_token_t *t)
 {
-    if (wake_slot_fired) {
-        cancel_callback_remove(&wake_slot); /* returns at once: fn is long done */
-        wake_slot_fired = false;
-    }
+    if (!ws.armed_on)
+        return;
+    /* (B) Acquire: pairs with (A) in wake_cb. */
+    bool fired = atomic_load_explicit(&ws.fired, memory_order_acquire);
+    if (!fired && ws.armed_on == t)
+        return;
+    /* Returns false once fn ran (after waiting for a running fn), which
+     * also orders the canceller's write before what we do next. */
+    if (!cancel_callback_remove(&ws.slot) || fired)
+        ws.dirty = true;
+    ws.armed_on = NULL;
+    atomic_store_explicit(&ws.fired, false, memory_order_relaxed); /* fn is done */
 }
 
-/* Thread exit: the key's value is the wake fd plus one (never NULL when set). */
+/* Thread exit (the key's value is only a marker). */
 static void wake_fd_destroy(void *value)
 {
-    int fd = (int)(intptr_t)value - 1;
-    settle_fired_callback();
+    (void)value;
+    settle(NULL);
+    int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
     if (fd >= 0)
         close(fd);
+    atomic_store_explicit(&ws.fd, -1, memory_order_relaxed);
 }
 
+/* The child's copy of the wake fd is the parent's eventfd object: close it.
+ * A slot still armed in the child's copy of the token tree writes the
+ * child's next wake fd (the callback reads FD when it runs). */
 static void atfork_child(void)
 {
-    if (wake_fd >= 0) {
-        close(wake_fd);
-        wake_fd = -1;
-        wake_dirty = false;
-        wake_slot_fired = false;
-        if (wake_key_ok)
-            pthread_setspecific(wake_key, NULL);
+    int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
+    if (fd >= 0) {
+        close(fd);
+        atomic_store_explicit(&ws.fd, -1, memory_order_relaxed);
+        ws.dirty = false;
     }
 }
 
@@ -108,43 +139,47 @@ static void wake_init(void)
 /* The calling thread's wake fd, created on first use; -1 when unavailable. */
 static int thread_wake_fd(void)
 {
-    if (wake_fd >= 0)
-        return wake_fd;
+    int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
+    if (fd >= 0)
+        return fd;
     pthread_once(&wake_once, wake_init);
     if (!wake_key_ok)
         return -1; /* no destructor: a per-thread fd would leak at exit */
     int saved = errno;
-    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (fd >= 0 && pthread_setspecific(wake_key, (void *)(intptr_t)(fd + 1)) != 0) {
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd >= 0 && pthread_setspecific(wake_key, (void *)1) != 0) {
         close(fd);
         fd = -1;
     }
     errno = saved;
-    wake_fd = fd;
+    atomic_store_explicit(&ws.fd, fd, memory_order_relaxed);
     return fd;
 }
 
-/* Runs in the cancelling thread: makes the waiter's wake fd readable. */
+/*
+ * Runs in the cancelling thread: makes the waiter's wake fd readable.
+ * eventfd_write and eventfd_read are glibc's own (they call its internal
+ * __write / __read), so they never reach libcancel-interpose.so, even on a
+ * cancelling thread that has a current token of its own (interpose.h).
+ */
 static void wake_cb(void *arg, int reason)
 {
     (void)reason;
-    int fd = (int)(intptr_t)arg;
+    struct wake_state *w = arg;
     int saved = errno;
-    uint64_t one = 1;
-    ssize_t w;
-    do
-        w = write(fd, &one, sizeof one);
-    while (w < 0 && errno == EINTR);
+    /* (A) Release: pairs with (B) in settle(). */
+    atomic_store_explicit(&w->fired, true, memory_order_release);
+    int fd = atomic_load_explicit(&w->fd, memory_order_relaxed);
+    while (fd >= 0 && eventfd_write(fd, 1) < 0 && errno == EINTR)
+        ;
     errno = saved;
 }
 
 static void drain(int fd)
 {
-    uint64_t count;
-    ssize_t r;
-    do
-        r = read(fd, &count, sizeof count);
-    while (r < 0 && errno == EINTR);
+    eventfd_t count;
+    while (eventfd_read(fd, &count) < 0 && errno == EINTR)
+        ;
 }
 
 int cancel__reason_errno(int reason)
@@ -191,6 +226,13 @@ static struct timespec *timeout_until(const struct timespec *deadline, int64_t c
 int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
                        const struct timespec *deadline, const char *call)
 {
+    return cancel__wait_ready_mask(t, fds, n, deadline, NULL, call);
+}
+
+int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
+                            const struct timespec *deadline, const sigset_t *mask,
+                            const char *call)
+{
     if (t) {
         int reason = cancel_token_reason(t);
         if (reason)
@@ -211,23 +253,26 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
     }
 
     int efd = -1;
-    bool armed = false;
     if (t) {
         efd = thread_wake_fd();
         if (efd >= 0) {
-            settle_fired_callback();
-            if (wake_dirty) {
+            settle(t);
+            if (ws.dirty) {
                 drain(efd);
-                wake_dirty = false;
+                ws.dirty = false;
             }
-            if (cancel_callback_add(&wake_slot, t, wake_cb, (void *)(intptr_t)efd) == 1) {
-                /* Cancelled between our check and the add: case 2 above. */
-                wake_dirty = true;
-                if (set != local)
-                    free(set);
-                return -cancel__reason_errno(cancel_token_reason(t));
+            if (!ws.armed_on) {
+                if (cancel_callback_add(&ws.slot, t, wake_cb, &ws) == 1) {
+                    /* Cancelled between our check and the add: case 2 above
+                     * (fn ran inline and wrote the wake fd). */
+                    ws.dirty = true;
+                    atomic_store_explicit(&ws.fired, false, memory_order_relaxed);
+                    if (set != local)
+                        free(set);
+                    return -cancel__reason_errno(cancel_token_reason(t));
+                }
+                ws.armed_on = t;
             }
-            armed = true;
             set[n].fd = efd;
             set[n].events = POLLIN;
             set[n].revents = 0;
@@ -240,7 +285,7 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
     int result;
     for (;;) {
         struct timespec rel;
-        int r = ppoll(set, total, timeout_until(deadline, cap, &rel), NULL);
+        int r = ppoll(set, total, timeout_until(deadline, cap, &rel), mask);
         int err = errno;
         int reason = cancel_token_reason(t);
         if (reason) {
@@ -249,7 +294,9 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
             break;
         }
         if (r < 0) {
-            if (err == EINTR)
+            /* A caller that passed a signal mask waits for signals too:
+             * give it EINTR, as ppoll does. */
+            if (err == EINTR && !mask)
                 continue;
             result = -err;
             break;
@@ -267,24 +314,19 @@ int cancel__wait_ready(cancel_token_t *t, struct pollfd *fds, nfds_t n,
             break;
         }
         /* A slice ended (degraded mode), or the wake fd fired before the
-         * reason became visible to this thread: look again. */
+         * reason became visible to this thread: look again.  A wake fd
+         * readable while our callback has not run was written by someone
+         * else (a forked child cancelling its copy of a token that carried
+         * this thread's callback writes the shared eventfd): drain it, or
+         * ppoll would return at once for ever. */
+        if (efd >= 0 && (set[n].revents & POLLIN) &&
+            !atomic_load_explicit(&ws.fired, memory_order_acquire))
+            drain(efd);
     }
     cancel__blocked_end();
 
-    if (armed) {
-        if (efd >= 0 && (set[n].revents & POLLIN)) {
-            /* The callback's write is done, and it touches nothing of ours
-             * after it (its argument is the fd number, and the library
-             * never touches CB once it handed it to fn): no need to wait in
-             * remove for the canceller to finish its bookkeeping, which
-             * would cost a second sleep on the wake path; see wake_slot. */
-            wake_dirty = true;
-            wake_slot_fired = true;
-        } else if (!cancel_callback_remove(&wake_slot)) {
-            /* The callback ran (remove waited for it), so it wrote once. */
-            wake_dirty = true;
-        }
-    }
+    /* The slot stays armed (or, if it fired, is settled by the next wait):
+     * see struct wake_state. */
     for (nfds_t i = 0; i < n; i++)
         fds[i].revents = set[i].revents;
     if (set != local)

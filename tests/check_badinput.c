@@ -287,6 +287,10 @@ static const char *r_poll_neg(void)
     struct pollfd p = { .fd = -1, .events = POLLIN, .revents = 0 };
     BOTH(want_rc(cancel_poll(&p, 1, 0), 0));
 }
+static const char *r_poll_null(void)
+{
+    BOTH(want_errno(cancel_poll(NULL, 1, 100), EFAULT));
+}
 static const char *r_poll_closed(void)
 {
     struct pollfd p = { .fd = CLOSED_FD, .events = POLLIN, .revents = 0 };
@@ -514,6 +518,7 @@ static const struct row rows[] = {
     { "cancel_accept", "socket not listening", "-1, errno EINVAL", r_accept_not_listening, false },
     { "cancel_connect", "closed fd", "-1, errno EBADF", r_connect_closed, false },
     { "cancel_poll", "fd -1 in the set", "entry ignored (as poll): 0", r_poll_neg, false },
+    { "cancel_poll", "NULL fds, nfds 1", "-1, errno EFAULT (as poll)", r_poll_null, false },
     { "cancel_poll", "closed fd in the set", "1, revents POLLNVAL (as poll)", r_poll_closed, false },
     { "cancel_epoll_wait", "closed fd", "-1, errno EBADF", r_epoll_closed, false },
     { "cancel_epoll_wait", "maxevents 0", "-1, errno EINVAL", r_epoll_bad_max, false },

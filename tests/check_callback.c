@@ -8,6 +8,9 @@
 #include "malloc_hook.h"
 
 #include <sched.h>
+#include <sys/wait.h>
+#include <string.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -776,6 +779,30 @@ START_TEST(add_racing_cancel_runs_exactly_once)
 }
 END_TEST
 
+/* Adding a callback that is still armed is the caller's error: debug
+ * builds abort with a message that names it (it used to link the callback
+ * twice, a cycle that wedged every thread at the next cancel). */
+static void add_twice(void *arg)
+{
+    (void)arg;
+    static struct seen seen_dummy;
+    cancel_token_t *t = cancel_token_new();
+    cancel_callback_t cb;
+    cancel_callback_add(&cb, t, seen_cb, &seen_dummy);
+    cancel_callback_add(&cb, t, seen_cb, &seen_dummy);
+}
+
+START_TEST(adding_an_armed_callback_again_aborts_naming_the_mistake)
+{
+    char msg[512];
+    int status = tu_run_captured(add_twice, NULL, msg, sizeof msg);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(WTERMSIG(status), SIGABRT);
+    ck_assert_msg(strstr(msg, "cancel_callback_add") && strstr(msg, "still armed"),
+                  "message: %s", msg);
+}
+END_TEST
+
 int main(void)
 {
     cancel__token_cache_off = true; /* every token allocation is malloc's, as counted */
@@ -805,6 +832,7 @@ int main(void)
     tcase_add_test(tc, remove_before_run_returns_true_and_fn_never_runs);
     tcase_add_test(tc, remove_after_run_returns_false_and_twice_too);
     tcase_add_test(tc, callback_can_be_added_again_after_remove);
+    tcase_add_test(tc, adding_an_armed_callback_again_aborts_naming_the_mistake);
     tcase_add_loop_test(tc, remove_of_a_callback_running_on_another_thread_waits_until_fn_returned, 0, 5);
     tcase_add_loop_test(tc, remove_of_a_callback_running_inline_in_add_on_another_thread_waits, 0, 5);
     tcase_add_test(tc, remove_from_inside_fn_returns_false_at_once);

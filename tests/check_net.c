@@ -12,7 +12,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <unistd.h>
+#include <sys/un.h>
 
 static int tcp_listener(struct sockaddr_in *addr, int backlog)
 {
@@ -58,6 +60,7 @@ struct job {
     int flags_before, flags_after;
     struct cancel_blocked *blocked;
     tu_latch_t started;
+    atomic_bool done;
     pthread_t thread;
 };
 
@@ -91,6 +94,7 @@ static void *job_main(void *arg)
     j->err = errno;
     j->flags_after = fcntl(j->fd, F_GETFL);
     cancel_leave(prev);
+    atomic_store(&j->done, true);
     return NULL;
 }
 
@@ -103,7 +107,9 @@ static void job_start(struct job *j)
 
 static void job_wait_blocked(struct job *j)
 {
-    while (atomic_load(&j->blocked->call) == NULL)
+    /* A call that returns without blocking ends the wait too (and fails
+     * the test on its result, not on a timeout). */
+    while (atomic_load(&j->blocked->call) == NULL && !atomic_load(&j->done))
         sched_yield();
 }
 
@@ -344,6 +350,97 @@ START_TEST(sendmsg_and_recvmsg_carry_a_descriptor)
 }
 END_TEST
 
+/*
+ * A blocking AF_UNIX connect to a listener whose backlog is full: the
+ * plain call blocks until the listener accepts, so the wrapper must wait
+ * too (not report EAGAIN), complete once there is room, and still fail
+ * with ECANCELED when cancelled while it waits.
+ */
+static int unix_listener_full(struct sockaddr_un *a, int *fill)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    snprintf(a->sun_path, sizeof a->sun_path, "/tmp/check_net.%d.%ld", (int)getpid(),
+             (long)tu_now_ns());
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(l, 0);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)a, sizeof *a), 0);
+    ck_assert_int_eq(listen(l, 0), 0);
+    *fill = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ck_assert_int_eq(connect(*fill, (struct sockaddr *)a, sizeof *a), 0);
+    /* The backlog is now full: a further non-blocking connect says so. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ck_assert_int_eq(connect(probe, (struct sockaddr *)a, sizeof *a), -1);
+    ck_assert_int_eq(errno, EAGAIN);
+    close(probe);
+    return l;
+}
+
+START_TEST(unix_connect_to_a_full_backlog_waits_until_accepted)
+{
+    struct sockaddr_un a;
+    int fill;
+    int l = unix_listener_full(&a, &fill);
+    struct job j;
+    memset(&j, 0, sizeof j);
+    j.which = J_CONNECT;
+    j.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    j.addr = (struct sockaddr *)&a;
+    j.addrlen = sizeof a;
+    j.token = cancel_token_new();
+    job_start(&j);
+    job_wait_blocked(&j);
+    /* Make room: the waiting connect must now complete. */
+    int s1 = accept(l, NULL, NULL);
+    ck_assert_int_ge(s1, 0);
+    tu_thread_join(j.thread);
+    ck_assert_int_eq(j.result, 0);
+    ck_assert_int_eq(j.flags_after & O_NONBLOCK, 0);
+    int s2 = accept(l, NULL, NULL);
+    ck_assert_int_ge(s2, 0);
+    ck_assert_int_eq(write(j.fd, "u", 1), 1);
+    char c = 0;
+    ck_assert_int_eq(read(s2, &c, 1), 1);
+    ck_assert_int_eq(c, 'u');
+    cancel_token_unref(j.token);
+    close(s1);
+    close(s2);
+    close(j.fd);
+    close(fill);
+    close(l);
+    unlink(a.sun_path);
+}
+END_TEST
+
+START_TEST(unix_connect_to_a_full_backlog_fails_ecanceled_when_cancelled)
+{
+    struct sockaddr_un a;
+    int fill;
+    int l = unix_listener_full(&a, &fill);
+    struct job j;
+    memset(&j, 0, sizeof j);
+    j.which = J_CONNECT;
+    j.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    j.addr = (struct sockaddr *)&a;
+    j.addrlen = sizeof a;
+    j.token = cancel_token_new();
+    job_start(&j);
+    job_wait_blocked(&j);
+    int64_t t0 = tu_now_ns();
+    cancel_token_cancel(j.token, 0);
+    tu_thread_join(j.thread);
+    ck_assert_int_lt(tu_now_ns() - t0, TU_WAKE_GUARD_NS);
+    ck_assert_int_eq(j.result, -1);
+    ck_assert_int_eq(j.err, ECANCELED);
+    ck_assert_int_eq(j.flags_after & O_NONBLOCK, 0);
+    cancel_token_unref(j.token);
+    close(j.fd);
+    close(fill);
+    close(l);
+    unlink(a.sun_path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("net");
@@ -356,6 +453,8 @@ int main(void)
     tcase_add_test(tc, recv_waitall_cancelled_part_way_returns_what_it_got);
     tcase_add_test(tc, udp_recvfrom_takes_one_datagram_or_none);
     tcase_add_test(tc, sendmsg_and_recvmsg_carry_a_descriptor);
+    tcase_add_test(tc, unix_connect_to_a_full_backlog_waits_until_accepted);
+    tcase_add_test(tc, unix_connect_to_a_full_backlog_fails_ecanceled_when_cancelled);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -6,6 +6,9 @@
  */
 #include "internal.h"
 #include "testutil.h"
+#include <sys/wait.h>
+#include <string.h>
+#include <signal.h>
 #include "malloc_hook.h"
 
 #include <limits.h>
@@ -1125,6 +1128,30 @@ START_TEST(cancel_still_propagates_and_runs_callbacks_when_memory_runs_out)
 }
 END_TEST
 
+/* Releasing a token more often than it was referenced is the caller's
+ * error: the abort names it instead of blaming the library.  (The token is
+ * kept alive here by its child, so the second release reads live memory.) */
+static void release_twice(void *arg)
+{
+    (void)arg;
+    cancel_token_t *p = cancel_token_new();
+    cancel_token_t *c = cancel_token_child(p);
+    cancel_token_unref(p); /* C keeps P */
+    cancel_token_unref(p); /* one too many */
+    cancel_token_unref(c);
+}
+
+START_TEST(releasing_a_token_once_too_often_aborts_naming_the_mistake)
+{
+    char msg[512];
+    int status = tu_run_captured(release_twice, NULL, msg, sizeof msg);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_int_eq(WTERMSIG(status), SIGABRT);
+    ck_assert_msg(strstr(msg, "cancel_token_unref") && strstr(msg, "no reference left") &&
+                  !strstr(msg, "internal invariant"), "message: %s", msg);
+}
+END_TEST
+
 int main(void)
 {
     cancel__token_cache_off = true; /* every token allocation is malloc's, as counted */
@@ -1150,6 +1177,7 @@ int main(void)
 
     tc = tcase_create("memory");
     tcase_set_timeout(tc, TU_TIMEOUT);
+    tcase_add_test(tc, releasing_a_token_once_too_often_aborts_naming_the_mistake);
     tcase_add_test(tc, child_keeps_its_parent_without_a_counted_reference);
     tcase_add_test(tc, parent_does_not_keep_children_alive_and_outlives_them_as_needed);
     tcase_add_test(tc, released_ancestors_live_while_a_descendant_is_linked_and_go_with_it);

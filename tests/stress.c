@@ -16,11 +16,21 @@
  *  - no descriptor is left open, and no thread but the timer thread and
  *    idle cached workers (which exit after their idle timeout).
  *
+ * A second mode (STRESS_MODE=subtrees; `make stress` runs both, half the
+ * time each) checks the scale design's promises under churn: OWNERS
+ * threads each grow, prune and arm callbacks in a subtree of their own
+ * under one shared root, while CHAOS threads cancel and release random
+ * tokens that the owners published.  After an owner's cancel of its
+ * subtree returns true, every node it knows of reads cancelled and every
+ * callback it armed there has run (a chaos thread may be running some of
+ * them: cancel waits for it); callbacks run exactly once or are removed.
+ *
  * Prints operations per second.  Exit status 0 when every invariant holds.
  */
 #include "internal.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -309,6 +319,222 @@ static void *worker(void *arg)
     return NULL;
 }
 
+
+/* ------------------------------------------------- subtrees under churn */
+
+enum { OWNERS = 4, CHAOS = 2, NODES = 32, SHARED = 64 };
+
+static struct {
+    pthread_mutex_t mu;
+    cancel_token_t *t;
+} shared_slot[SHARED];
+static cancel_token_t *top;
+
+/* Whether T and every descendant read cancelled, walked as cancel's flag
+ * walk does: holding the locks of the path from T down. */
+static bool stress_subtree_cancelled(cancel_token_t *t)
+{
+    bool ok = true;
+    cancel__token_lock(t);
+    cancel_token_t *node = t, *child = t->first_child;
+    ok = cancel__reason_locked(t) != 0;
+    for (;;) {
+        if (child) {
+            cancel__token_lock(child);
+            ok = ok && cancel__reason_locked(child) != 0;
+            node = child;
+            child = node->first_child;
+            continue;
+        }
+        if (node == t)
+            break;
+        child = node->next_sibling;
+        cancel_token_t *parent = node->parent;
+        cancel__token_unlock(node);
+        node = parent;
+    }
+    cancel__token_unlock(t);
+    return ok;
+}
+
+static void publish(unsigned *seed, cancel_token_t *t)
+{
+    int i = (int)(rnd(seed) % SHARED);
+    pthread_mutex_lock(&shared_slot[i].mu);
+    cancel_token_t *old = shared_slot[i].t;
+    shared_slot[i].t = cancel_token_ref(t);
+    pthread_mutex_unlock(&shared_slot[i].mu);
+    cancel_token_unref(old);
+}
+
+struct owned {
+    cancel_token_t *node[NODES];     /* node[0]: the subtree's root */
+    int n;
+    struct rec recs[CBS];
+    cancel_token_t *armed_on[CBS];   /* borrowed: the node a rec is armed on */
+};
+
+static void owned_reset(struct owned *o)
+{
+    for (int k = 0; k < CBS; k++) {
+        rec_settle(&o->recs[k]);
+        o->armed_on[k] = NULL;
+    }
+    for (int k = o->n - 1; k >= 0; k--)
+        cancel_token_unref(o->node[k]);
+    o->node[0] = cancel_token_child(top);
+    o->n = o->node[0] ? 1 : 0;
+}
+
+static void *owner(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg * 2246822519u + 7;
+    struct owned o;
+    memset(&o, 0, sizeof o);
+    owned_reset(&o);
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        if (o.n == 0) {
+            owned_reset(&o);
+            continue;
+        }
+        unsigned op = rnd(&seed) % 100;
+        int k = (int)(rnd(&seed) % (unsigned)o.n);
+        if (op < 30) {
+            if (o.n < NODES) {
+                bool was = cancel_token_is_cancelled(o.node[k]);
+                cancel_token_t *c = cancel_token_child(o.node[k]);
+                if (c && was && !cancel_token_is_cancelled(c))
+                    VIOLATION(); /* born under a cancelled parent: born cancelled */
+                if (c)
+                    o.node[o.n++] = c;
+            }
+        } else if (op < 45) {
+            if (k > 0) { /* release a node: its children keep it structurally */
+                for (int r = 0; r < CBS; r++)
+                    if (o.armed_on[r] == o.node[k]) {
+                        rec_settle(&o.recs[r]);
+                        o.armed_on[r] = NULL;
+                    }
+                cancel_token_unref(o.node[k]);
+                o.node[k] = o.node[--o.n];
+            }
+        } else if (op < 70) {
+            int r = (int)(rnd(&seed) % CBS);
+            rec_settle(&o.recs[r]);
+            atomic_store(&o.recs[r].runs, 0);
+            int rc = cancel_callback_add(&o.recs[r].cb, o.node[k], rec_fn, &o.recs[r]);
+            if (rc < 0 || (rc == 1 && atomic_load(&o.recs[r].runs) != 1))
+                VIOLATION();
+            o.recs[r].armed = true;
+            o.armed_on[r] = o.node[k];
+            atomic_fetch_add(&cb_armed, 1);
+        } else if (op < 80) {
+            int r = (int)(rnd(&seed) % CBS);
+            rec_settle(&o.recs[r]);
+            o.armed_on[r] = NULL;
+        } else if (op < 90) {
+            publish(&seed, o.node[k]);
+        } else if (op < 97) {
+            /* Cancel a node (the root now and then): when ours made the
+             * transition, its whole subtree reads cancelled. */
+            if (op < 95 && k == 0)
+                continue;
+            if (cancel_token_cancel(o.node[k], (int)(rnd(&seed) % 3)) &&
+                !stress_subtree_cancelled(o.node[k]))
+                VIOLATION();
+        } else {
+            /* The subtree's root: after our cancel returns true, every
+             * callback armed anywhere below it has run. */
+            if (cancel_token_cancel(o.node[0], ECANCELED)) {
+                if (!stress_subtree_cancelled(o.node[0]))
+                    VIOLATION();
+                for (int r = 0; r < CBS; r++)
+                    if (o.recs[r].armed && atomic_load(&o.recs[r].runs) != 1)
+                        VIOLATION();
+            }
+            owned_reset(&o);
+        }
+        if (cancel_token_is_cancelled(o.node[0]))
+            owned_reset(&o); /* a chaos thread got the root */
+        atomic_fetch_add_explicit(&ops, 1, memory_order_relaxed);
+    }
+    for (int r = 0; r < CBS; r++)
+        rec_settle(&o.recs[r]);
+    for (int k = o.n - 1; k >= 0; k--)
+        cancel_token_unref(o.node[k]);
+    return NULL;
+}
+
+static void *chaos(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg * 3266489917u + 3;
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        int i = (int)(rnd(&seed) % SHARED);
+        pthread_mutex_lock(&shared_slot[i].mu);
+        cancel_token_t *t = shared_slot[i].t;
+        shared_slot[i].t = NULL; /* ours now: released below */
+        pthread_mutex_unlock(&shared_slot[i].mu);
+        if (!t) {
+            sched_yield(); /* nothing published there yet */
+            continue;
+        }
+        {
+            unsigned op = rnd(&seed) % 100;
+            if (op < 60) {
+                if (cancel_token_cancel(t, EPIPE) && !stress_subtree_cancelled(t))
+                    VIOLATION();
+            } else if (op < 80) {
+                rec_settle(&r);
+                atomic_store(&r.runs, 0);
+                if (cancel_callback_add(&r.cb, t, rec_fn, &r) < 0)
+                    VIOLATION();
+                r.armed = true;
+                atomic_fetch_add(&cb_armed, 1);
+                rec_settle(&r); /* before the release: T may go */
+            }
+            cancel_token_unref(t);
+        }
+        atomic_fetch_add_explicit(&ops, 1, memory_order_relaxed);
+    }
+    rec_settle(&r);
+    return NULL;
+}
+
+static bool subtrees_mode(double seconds)
+{
+    atomic_store(&stop, false);
+    long ops0 = ops;
+    for (int i = 0; i < SHARED; i++)
+        pthread_mutex_init(&shared_slot[i].mu, NULL);
+    top = cancel_token_new();
+    pthread_t th[OWNERS + CHAOS];
+    int64_t t0 = tu_now_ns_();
+    for (int i = 0; i < OWNERS + CHAOS; i++)
+        if (pthread_create(&th[i], NULL, i < OWNERS ? owner : chaos,
+                           (void *)(uintptr_t)(i + 1)) != 0)
+            return false;
+    struct timespec until = cancel__add_ns(cancel__now(), (int64_t)(seconds * 1e9));
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) != 0)
+        ;
+    atomic_store(&stop, true);
+    for (int i = 0; i < OWNERS + CHAOS; i++)
+        pthread_join(th[i], NULL);
+    double took = (double)(tu_now_ns_() - t0) / 1e9;
+    for (int i = 0; i < SHARED; i++) {
+        cancel_token_unref(shared_slot[i].t);
+        shared_slot[i].t = NULL;
+    }
+    /* Every subtree was released: the shared root holds no child. */
+    bool empty = top->first_child == NULL;
+    cancel_token_unref(top);
+    printf("stress subtrees: %.1f s, %d owners + %d chaos threads, %ld ops, %.0f ops/s, "
+           "root left with %s\n", took, OWNERS, CHAOS, (long)(ops - ops0),
+           (double)(ops - ops0) / took, empty ? "no child" : "CHILDREN");
+    return empty;
+}
+
 static void *nothing(void *arg)
 {
     return arg;
@@ -320,6 +546,13 @@ int main(void)
     double seconds = env ? atof(env) : 60;
     if (seconds <= 0)
         seconds = 60;
+    /* STRESS_MODE: "pool" (the whole library), "subtrees", or both (the
+     * default), each for half the time. */
+    const char *mode = getenv("STRESS_MODE");
+    bool run_pool = !mode || strcmp(mode, "subtrees") != 0;
+    bool run_subtrees = !mode || strcmp(mode, "pool") != 0;
+    if (run_pool && run_subtrees)
+        seconds /= 2;
     signal(SIGPIPE, SIG_IGN);
     /* A first thread starts what the runtime starts lazily (ThreadSanitizer's
      * background thread), so that the baseline counts it. */
@@ -331,6 +564,11 @@ int main(void)
     for (int i = 0; i < SLOTS; i++)
         pthread_mutex_init(&pool[i].mu, NULL);
 
+    bool subtrees_ok = !run_subtrees || subtrees_mode(seconds);
+    if (!run_pool)
+        seconds = 0;
+    long ops_before_pool = ops;
+    atomic_store(&stop, false);
     pthread_t th[THREADS];
     int64_t t0 = tu_now_ns_();
     for (int i = 0; i < THREADS; i++)
@@ -358,8 +596,9 @@ int main(void)
         usleep(10000);
     }
     long spawned = tasks_spawned, ran = tasks_ran, joined = tasks_joined;
-    printf("stress: %.1f s, %d threads, %ld ops, %.0f ops/s\n", took, THREADS, (long)ops,
-           (double)ops / took);
+    long pool_ops = ops - ops_before_pool;
+    printf("stress: %.1f s, %d threads, %ld ops, %.0f ops/s\n", took, THREADS, pool_ops,
+           took > 0 ? (double)pool_ops / took : 0.0);
     printf("stress: callbacks armed %ld = ran once %ld + removed %ld; ran twice %ld\n",
            (long)cb_armed, (long)cb_ran, (long)cb_removed, (long)cb_ran_twice);
     printf("stress: tasks spawned %ld, ran %ld, joined %ld\n", spawned, ran, joined);
@@ -367,9 +606,13 @@ int main(void)
            (long)bytes_read, (long)bytes_left);
     printf("stress: fds %d (start %d), threads %d (start %d, idle workers %u, timer pending %zu)\n",
            fds, fds0, threads, threads0, cancel__worker_idle_count(), cancel__timer_pending());
-    bool ok = violations == 0 && cb_ran_twice == 0 && cb_armed == cb_ran + cb_removed &&
+    /* Each mode that ran did some work (a mode that stopped at once would
+     * check nothing). */
+    bool worked = (!run_pool || pool_ops > 0) && (!run_subtrees || ops > pool_ops);
+    bool ok = worked && violations == 0 && cb_ran_twice == 0 && cb_armed == cb_ran + cb_removed &&
               spawned == ran && ran == joined && bytes_written == bytes_read + bytes_left &&
-              fds <= fds0 && threads <= threads0 + 1 + (int)cancel__worker_idle_count();
+              fds <= fds0 && threads <= threads0 + 1 + (int)cancel__worker_idle_count() &&
+              subtrees_ok;
     if (violations)
         printf("stress: %ld violations, first at line %d\n", (long)violations, first_bad_line);
     printf("stress: %s\n", ok ? "PASS" : "FAIL");

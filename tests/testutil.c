@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include <sys/wait.h>
+
 #include <dirent.h>
 #include <sched.h>
 #include <stdio.h>
@@ -112,4 +114,29 @@ void tu_wait_until_sleeping(pid_t tid)
             return;
         sched_yield();
     }
+}
+
+int tu_run_captured(void (*fn)(void *), void *arg, char *buf, size_t n)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < n && (r = read(fds[0], buf + got, n - 1 - got)) > 0)
+        got += (size_t)r;
+    buf[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return status;
 }

@@ -50,6 +50,13 @@ pid_t tu_gettid(void);
  */
 void tu_wait_until_sleeping(pid_t tid);
 
+/*
+ * Runs FN(ARG) in a forked child whose standard error goes to BUF (NUL
+ * terminated, at most N - 1 bytes); returns the child's wait status.  For
+ * caller mistakes that must abort with a message naming them.
+ */
+int tu_run_captured(void (*fn)(void *), void *arg, char *buf, size_t n);
+
 /* Run the suite in fork mode; returns the process exit status. */
 int tu_run_suite(Suite *s);
 
