@@ -11,6 +11,17 @@
  *  scope_blocked_task_memory RSS per task blocked in cancel_read (KiB)
  *  anchor_blocked_thread_memory RSS per pthread blocked in read (KiB)
  *  scope_idle_worker_memory  RSS per idle cached worker thread (KiB)
+ *  scope_long_lived_spawn_finish  a handle-less task spawned and finished
+ *                            in one long-lived scope, limit 2 (ns)
+ *  anchor_pthread_create_detach  pthread_create + pthread_detach, at most
+ *                            2 threads at once (ns)
+ *  scope_next_latency_p50    a task's return -> cancel_scope_next returns (ns)
+ *  anchor_condvar_queue_latency_p50  a thread's post -> a mutex + condvar
+ *                            completion queue's waiter returns (ns)
+ *  scope_cancel_1000_live_after_1m_finished  cancel_scope_cancel of a scope
+ *                            with 1,000 tasks in cancel_read after 1,000,000
+ *                            finished handle-less ones (us)
+ *  scope_cancel_1000_live_none_finished  the same without the history (us)
  *
  * The anchor threads get the same stack size as the scope's workers.
  */
@@ -258,6 +269,198 @@ static void bench_idle_memory(void)
     bench_print("scope_idle_worker_memory", (double)(rss_kib() - before) / IDLE, "KiB");
 }
 
+/* ------------------------------------------------------------ servers (issue 13) */
+
+/* Handle-less spawn + finish in one long-lived scope, vs
+ * pthread_create + pthread_detach: the cost per task of a server's
+ * "one task per connection" (the scope is never joined in between). */
+static atomic_long finished;
+
+static int count_finish(void *arg)
+{
+    BENCH_KEEP(arg);
+    atomic_fetch_add_explicit(&finished, 1, memory_order_relaxed);
+    return 0;
+}
+
+static void *count_finish_thread(void *arg)
+{
+    BENCH_KEEP(arg);
+    atomic_fetch_add_explicit(&finished, 1, memory_order_relaxed);
+    return NULL;
+}
+
+static void wait_finished(long n)
+{
+    while (atomic_load(&finished) < n)
+        sched_yield();
+}
+
+static void bench_long_lived_spawn(pthread_attr_t *attr)
+{
+    enum { N = 20000 };
+    double ours[BENCH_REPS], anchor[BENCH_REPS];
+    pthread_attr_t det = *attr;
+    pthread_attr_setdetachstate(&det, PTHREAD_CREATE_DETACHED);
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_scope_set_limit(s, 2);
+    for (int r = 0; r < BENCH_REPS; r++) {
+        atomic_store(&finished, 0);
+        int64_t t0 = bench_now_ns();
+        for (int i = 0; i < N; i++) {
+            int rc = cancel_scope_spawn(s, count_finish, NULL, NULL);
+            if (rc)
+                die("spawn", rc);
+        }
+        wait_finished(N);
+        ours[r] = (double)(bench_now_ns() - t0) / N;
+
+        atomic_store(&finished, 0);
+        t0 = bench_now_ns();
+        for (int i = 0; i < N; i++) {
+            pthread_t th;
+            /* The same concurrency bound as the scope's limit. */
+            while (i - atomic_load(&finished) >= 2)
+                sched_yield();
+            int rc = pthread_create(&th, &det, count_finish_thread, NULL);
+            if (rc)
+                die("pthread_create", rc);
+        }
+        wait_finished(N);
+        anchor[r] = (double)(bench_now_ns() - t0) / N;
+    }
+    cancel_scope_join(s, NULL);
+    double a = bench_median(ours, BENCH_REPS), b = bench_median(anchor, BENCH_REPS);
+    bench_print("scope_long_lived_spawn_finish", a, "ns");
+    bench_print("anchor_pthread_create_detach", b, "ns");
+    bench_ratio("ratio_long_lived_spawn_finish", a, b);
+}
+
+/* next latency: from a task's return to cancel_scope_next returning, vs a
+ * hand-rolled mutex + condvar completion queue.  Each round: the task (or
+ * thread) waits on a gate, stamps the time and returns; the caller waits
+ * in next (or on the condvar) already. */
+static _Atomic int64_t stamp;
+static atomic_int go;
+
+static int stamp_and_return(void *arg)
+{
+    BENCH_KEEP(arg);
+    while (!atomic_load(&go))
+        ;
+    atomic_store(&stamp, bench_now_ns());
+    return 0;
+}
+
+struct cq {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int done;
+};
+
+static void *stamp_and_post(void *arg)
+{
+    struct cq *q = arg;
+    while (!atomic_load(&go))
+        ;
+    atomic_store(&stamp, bench_now_ns());
+    pthread_mutex_lock(&q->m);
+    q->done++;
+    pthread_cond_signal(&q->c);
+    pthread_mutex_unlock(&q->m);
+    return NULL;
+}
+
+static void *release_go(void *arg)
+{
+    BENCH_KEEP(arg);
+    settle(200 * 1000); /* the waiter is asleep by now, most of the time */
+    atomic_store(&go, 1);
+    return NULL;
+}
+
+static void bench_next_latency(pthread_attr_t *attr)
+{
+    enum { ROUNDS = 201 };
+    double ours[ROUNDS], anchor[ROUNDS];
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int r = 0; r < ROUNDS; r++) {
+        atomic_store(&go, 0);
+        cancel_task_t *t;
+        if (cancel_scope_spawn(s, stamp_and_return, NULL, &t))
+            die("spawn", EAGAIN);
+        pthread_t g;
+        pthread_create(&g, attr, release_go, NULL);
+        cancel_task_t *got;
+        cancel_scope_next(s, NULL, &got, NULL);
+        ours[r] = (double)(bench_now_ns() - atomic_load(&stamp));
+        cancel_task_release(got);
+        pthread_join(g, NULL);
+    }
+    cancel_scope_join(s, NULL);
+    struct cq q = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    for (int r = 0; r < ROUNDS; r++) {
+        atomic_store(&go, 0);
+        pthread_t th, g;
+        pthread_create(&th, attr, stamp_and_post, &q);
+        pthread_create(&g, attr, release_go, NULL);
+        pthread_mutex_lock(&q.m);
+        while (q.done == 0)
+            pthread_cond_wait(&q.c, &q.m);
+        q.done--;
+        pthread_mutex_unlock(&q.m);
+        anchor[r] = (double)(bench_now_ns() - atomic_load(&stamp));
+        pthread_join(th, NULL);
+        pthread_join(g, NULL);
+    }
+    double a = bench_median(ours, ROUNDS), b = bench_median(anchor, ROUNDS);
+    bench_print("scope_next_latency_p50", a, "ns");
+    bench_print("anchor_condvar_queue_latency_p50", b, "ns");
+    bench_ratio("ratio_next_latency_p50", a, b);
+}
+
+/* Cancelling a scope with 1,000 live tasks (blocked in cancel_read) and
+ * 1,000,000 finished handle-less ones, vs 1,000 live and none finished:
+ * cancel costs the live tasks, not the history. */
+static double cancel_live(int (*fds)[2], long history)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    if (history) {
+        cancel_scope_set_limit(s, 2);
+        atomic_store(&finished, 0);
+        for (long i = 0; i < history; i++)
+            if (cancel_scope_spawn(s, count_finish, NULL, NULL))
+                die("spawn", EAGAIN);
+        wait_finished(history);
+        cancel_scope_set_limit(s, 0);
+    }
+    atomic_store(&entered, 0);
+    for (int i = 0; i < MANY; i++)
+        if (cancel_scope_spawn(s, task_read, (void *)(intptr_t)fds[i][0], NULL))
+            die("spawn", EAGAIN);
+    wait_entered(MANY);
+    settle(20 * 1000000LL);
+    int64_t t0 = bench_now_ns();
+    cancel_scope_cancel(s);
+    double us = (double)(bench_now_ns() - t0) / 1000.0;
+    cancel_scope_join(s, NULL);
+    return us;
+}
+
+static void bench_cancel_history(int (*fds)[2])
+{
+    enum { REPS = 3 };
+    double with[REPS], without[REPS];
+    for (int r = 0; r < REPS; r++) {
+        without[r] = cancel_live(fds, 0);
+        with[r] = cancel_live(fds, 1000000);
+    }
+    double a = bench_median(with, REPS), b = bench_median(without, REPS);
+    bench_print("scope_cancel_1000_live_after_1m_finished", a, "us");
+    bench_print("scope_cancel_1000_live_none_finished", b, "us");
+    bench_ratio("ratio_cancel_history", a, b);
+}
+
 int main(void)
 {
     pthread_attr_t attr;
@@ -270,6 +473,20 @@ int main(void)
     bench_teardown(MANY, "scope_teardown_1000_read", "anchor_pthread_cancel_1000_read",
                    "ratio_teardown_1000_read", &attr, true);
     bench_idle_memory();
+    bench_long_lived_spawn(&attr);
+    bench_next_latency(&attr);
+    int (*fds)[2] = calloc(MANY, sizeof *fds);
+    if (!fds)
+        die("calloc", ENOMEM);
+    for (int i = 0; i < MANY; i++)
+        if (pipe(fds[i]) != 0)
+            die("pipe", errno);
+    bench_cancel_history(fds);
+    for (int i = 0; i < MANY; i++) {
+        close(fds[i][0]);
+        close(fds[i][1]);
+    }
+    free(fds);
     pthread_attr_destroy(&attr);
     return 0;
 }

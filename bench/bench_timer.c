@@ -9,6 +9,8 @@
  *  3. A million pending deadlines: bytes per deadline token (mallinfo2)
  *     and CPU used by the process, whose only other thread sleeps, while
  *     none is due (the timer thread must sleep, not spin).
+ *  4. Moving a deadline with cancel_token_set_deadline, against releasing
+ *     a deadline token and making a new one, and against timerfd_settime.
  *
  * Every figure is the median of BENCH_REPS (7) or 5 repetitions.
  */
@@ -200,10 +202,70 @@ static void bench_million(void)
     free(t);
 }
 
+/*
+ * 4. Moving a deadline (the idle timeout of a connection, once per
+ *    request): cancel_token_set_deadline on one long-lived token, against
+ *    releasing the old deadline token and making a new one, and against
+ *    timerfd_settime on one timerfd.  1,000 other deadlines are pending;
+ *    each move is later than the last (now + the idle timeout, per
+ *    request), as a server's are.
+ */
+static void bench_move(void)
+{
+    enum { N = 200000, PENDING = 1000 };
+    cancel_token_t *others[PENDING];
+    for (int i = 0; i < PENDING; i++)
+        others[i] = cancel_token_with_timeout(NULL, (3600 + i) * 1000 * MS);
+    cancel_token_t *conn = cancel_token_new();
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    double move[BENCH_REPS], renew[BENCH_REPS], tfd_move[BENCH_REPS];
+    for (int r = 0; r < BENCH_REPS; r++) {
+        struct timespec base;
+        clock_gettime(CLOCK_MONOTONIC, &base);
+        base.tv_sec += 1000;
+        int64_t t0 = bench_now_ns();
+        for (int i = 0; i < N; i++) {
+            struct timespec at = { base.tv_sec + i / 1000, (i % 1000) * 1000L };
+            cancel_token_set_deadline(conn, &at);
+        }
+        move[r] = per_op(t0, N);
+
+        cancel_token_t *cur = cancel_token_with_deadline(conn, &base);
+        t0 = bench_now_ns();
+        for (int i = 0; i < N; i++) {
+            struct timespec at = { base.tv_sec + i / 1000, (i % 1000) * 1000L };
+            cancel_token_unref(cur);
+            cur = cancel_token_with_deadline(conn, &at);
+        }
+        renew[r] = per_op(t0, N);
+        cancel_token_unref(cur);
+
+        t0 = bench_now_ns();
+        for (int i = 0; i < N; i++) {
+            struct itimerspec its = { { 0, 0 }, { base.tv_sec + i / 1000, (i % 1000) * 1000L } };
+            timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
+        }
+        tfd_move[r] = per_op(t0, N);
+    }
+    double a = bench_median(move, BENCH_REPS);
+    double b = bench_median(renew, BENCH_REPS);
+    double c = bench_median(tfd_move, BENCH_REPS);
+    bench_print("set_deadline_move", a, "ns");
+    bench_print("anchor_release_new_deadline_token", b, "ns");
+    bench_print("anchor_timerfd_settime", c, "ns");
+    bench_ratio("ratio_set_deadline_vs_new_token", a, b);
+    bench_ratio("ratio_set_deadline_vs_timerfd", a, c);
+    close(tfd);
+    cancel_token_unref(conn);
+    for (int i = 0; i < PENDING; i++)
+        cancel_token_unref(others[i]);
+}
+
 int main(void)
 {
     bench_create_release();
     bench_lateness();
     bench_million();
+    bench_move();
     return 0;
 }

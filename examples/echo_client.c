@@ -8,12 +8,18 @@
  * cancel_write_all) fails with ETIMEDOUT once the deadline has passed,
  * without a timeout argument anywhere.
  *
- * Usage: echo_client [--idle] [--timeout-ms MS] PORT [LINE...]
+ * Usage: echo_client [--idle] [--timeout-ms MS] [--connections N]
+ *                    [--pause-file F] PORT [LINE...]
  * Connects to 127.0.0.1:PORT, sends each LINE with a newline, and checks
  * that the same line comes back ("echo ok: LINE").  With --idle it then
  * stays connected ("idle") until the server closes the connection
  * ("closed by the server").  Exit status 0 when every echo matched (and,
  * with --idle, the server closed the connection), else 1.
+ * --connections N does all that N times, one connection after the other
+ * (the deadline covers them all)
+ * (the echo_server test's load).  --pause-file F: after the first echo,
+ * print "paused" and wait until the file F exists before sending the rest
+ * (a client in the middle of its requests).
  */
 #include <cancel.h>
 
@@ -44,6 +50,18 @@ static int read_line(int fd, char *buf, size_t size)
     return 1;
 }
 
+static const char *pause_file;  /* --pause-file */
+static bool quiet_echo;         /* --connections: one summary line */
+
+/* Waits (cancel-aware, bounded by the program's deadline) for PATH. */
+static int wait_for_file(const char *path)
+{
+    while (access(path, F_OK) != 0)
+        if (cancel_sleep(20 * 1000000LL) != 0)
+            return -1;
+    return 0;
+}
+
 static int run(int port, bool idle, char **lines, int nlines)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -72,10 +90,18 @@ static int run(int port, bool idle, char **lines, int nlines)
         } else if (strcmp(back, lines[i]) != 0) {
             printf("wrong echo for: %s: got %s\n", lines[i], back);
             status = 1;
-        } else {
+        } else if (!quiet_echo) {
             printf("echo ok: %s\n", back);
         }
         fflush(stdout);
+        if (i == 0 && pause_file && status == 0) {
+            printf("paused\n");
+            fflush(stdout);
+            if (wait_for_file(pause_file) != 0) {
+                printf("pause: %s\n", strerror(errno));
+                status = 1;
+            }
+        }
     }
     if (status == 0 && idle) {
         printf("idle\n");
@@ -97,17 +123,23 @@ int main(int argc, char **argv)
 {
     bool idle = false;
     long timeout_ms = 10000;
+    long connections = 1;
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--idle") == 0)
             idle = true;
         else if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc)
             timeout_ms = atol(argv[++i]);
+        else if (strcmp(argv[i], "--connections") == 0 && i + 1 < argc)
+            connections = atol(argv[++i]);
+        else if (strcmp(argv[i], "--pause-file") == 0 && i + 1 < argc)
+            pause_file = argv[++i];
         else
             break;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: %s [--idle] [--timeout-ms MS] PORT [LINE...]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--idle] [--timeout-ms MS] [--connections N] "
+                "[--pause-file F] PORT [LINE...]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[i++]);
@@ -120,7 +152,13 @@ int main(int argc, char **argv)
         return 1;
     }
     cancel_token_t *prev = cancel_enter(deadline);
-    int status = run(port, idle, argv + i, argc - i);
+    int status = 0;
+    quiet_echo = connections > 1;
+    long done = 0;
+    for (; done < connections && status == 0; done++)
+        status = run(port, idle, argv + i, argc - i);
+    if (connections > 1)
+        printf("%ld connection%s %s\n", done, done == 1 ? "" : "s", status ? "failed" : "ok");
     cancel_leave(prev);
     cancel_token_unref(deadline);
     return status;

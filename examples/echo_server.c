@@ -1,28 +1,33 @@
 /*
- * echo_server.c - a TCP echo server whose Ctrl-C is a clean shutdown.
+ * echo_server.c - the model server: a TCP echo server that runs for days
+ * in flat memory, drops idle clients, and stops in two phases.
  *
  * What it shows:
  *
- *  - One scope holds the whole server: a listener task blocked in
- *    cancel_accept, and one task per connection blocked in cancel_read.
- *    Tasks spawn tasks (the listener spawns the connections) and the scope
- *    still joins them all.
- *  - The scope lives under a root token that the first SIGINT cancels
- *    (cancel_token_cancel_on_signal).  Every task is blocked in a wrapped
- *    call; each one wakes with ECANCELED, closes its socket and returns,
- *    and the join gives the number of connections it joined.  No flag is
- *    polled, no socket is closed under another thread's feet, nothing
- *    leaks.
- *  - A second SIGINT falls back to the signal's previous disposition
- *    (here the default: the process dies).  That is the way out when a
- *    task ignores cancellation: run with --stubborn to make connections
- *    shield themselves from cancellation; after 2 s the server then lists
- *    the tasks it is still waiting for (cancel_scope_dump) and asks for a
- *    second Ctrl-C.
+ *  - One long-lived scope holds the whole server.  The listener is started
+ *    with cancel_scope_start: main goes on only once the listener has
+ *    bound its socket, and learns the port from cancel_task_started.
+ *  - One handle-less task per connection: each is freed, with its token,
+ *    as soon as it returns, so a server that has served a million
+ *    connections holds memory only for the open ones.
+ *  - Idle timeout: each connection keeps one token of its own and moves
+ *    its deadline once per request with cancel_token_set_deadline (no new
+ *    token, no timer per request).  A client that sends nothing for
+ *    --idle-ms is dropped: its cancel_read fails with ETIMEDOUT.
+ *  - Two-phase stop.  The first SIGINT or SIGTERM cancels a root token
+ *    (cancel_token_cancel_on_signal); main then drains the scope: the
+ *    listener, which accepts inside the scope's drain token, stops
+ *    accepting at once; open connections go on being served; after
+ *    --grace-ms the scope is cancelled hard and every connection still
+ *    open wakes with ECANCELED and closes.  A second signal falls back to
+ *    the default disposition: the process dies (the escape hatch when a
+ *    task ignores cancellation; after the grace and 2 s more the server
+ *    lists those tasks with cancel_scope_dump).
  *
- * Usage: echo_server [--port N] [--stubborn]
+ * Usage: echo_server [--port N] [--idle-ms MS] [--grace-ms MS] [--quiet]
  * Prints "listening on 127.0.0.1:PORT" once it is ready (PORT 0, the
- * default, picks a free port).  Try it with nc 127.0.0.1 PORT.
+ * default, picks a free port).  --quiet drops the per-connection lines.
+ * Try it with nc 127.0.0.1 PORT.
  */
 #include <cancel.h>
 
@@ -32,6 +37,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +46,14 @@
 
 struct server {
     cancel_scope_t *scope;
-    int listen_fd;
-    bool stubborn;
+    unsigned short port;            /* asked for (0: any) */
+    int64_t idle_ns;
+    bool quiet;
     atomic_uint accepted;           /* connections handed to a task */
     atomic_uint closed_by_client;   /* ... that ended at end of file */
-    atomic_uint cancelled;          /* ... that the shutdown ended */
+    atomic_uint idle_dropped;       /* ... that the idle timeout ended */
+    atomic_uint cut;                /* ... that the hard cancel ended */
+    atomic_uint failed;             /* ... that ended on an error */
     atomic_ullong bytes;            /* bytes echoed */
 };
 
@@ -64,7 +73,28 @@ static void say(const char *fmt, ...)
     fflush(stdout);
 }
 
-/* One connection: echo until the client closes, or the server shuts down. */
+static unsigned open_connections(struct server *srv)
+{
+    return atomic_load(&srv->accepted) - atomic_load(&srv->closed_by_client) -
+           atomic_load(&srv->idle_dropped) - atomic_load(&srv->cut) -
+           atomic_load(&srv->failed);
+}
+
+static struct timespec after_ns(int64_t ns)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += (time_t)(ns / 1000000000);
+    t.tv_nsec += (long)(ns % 1000000000);
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* One connection: echo until the client closes, goes idle, or the server
+ * stops hard. */
 static int serve(void *arg)
 {
     struct conn *c = arg;
@@ -72,14 +102,14 @@ static int serve(void *arg)
     char buf[4096];
     int err = 0;
 
-    /* --stubborn: behave like code that knows nothing of cancellation.
-     * Inside a shield cancel_read is the plain read(2): the shutdown
-     * cannot wake it, and only the second Ctrl-C ends the process. */
-    if (srv->stubborn)
-        cancel_shield_begin();
+    /* The idle timer: a child of this task's token, so the hard cancel
+     * still reaches every call made under it. */
+    cancel_token_t *idle = cancel_token_child(cancel_current());
+    cancel_token_t *prev = cancel_enter(idle);
     for (;;) {
-        /* Blocks until the client sends something, closes, or this task's
-         * token (a child of the server scope's) is cancelled. */
+        /* One deadline move per request, not a new token. */
+        struct timespec at = after_ns(srv->idle_ns);
+        cancel_token_set_deadline(idle, &at);
         ssize_t n = cancel_read(c->fd, buf, sizeof buf);
         if (n == 0)
             break;
@@ -93,72 +123,31 @@ static int serve(void *arg)
         }
         atomic_fetch_add(&srv->bytes, (unsigned long long)n);
     }
-    if (srv->stubborn)
-        cancel_shield_end();
+    cancel_leave(prev);
+    cancel_token_unref(idle);
 
+    const char *how;
     if (err == 0) {
         atomic_fetch_add(&srv->closed_by_client, 1);
-        say("connection %u: closed by the client\n", c->id);
+        how = "closed by the client";
+    } else if (err == ETIMEDOUT) {
+        atomic_fetch_add(&srv->idle_dropped, 1);
+        how = "idle timeout, dropped";
     } else if (err == ECANCELED) {
-        atomic_fetch_add(&srv->cancelled, 1);
-        say("connection %u: cancelled while blocked in cancel_read\n", c->id);
+        atomic_fetch_add(&srv->cut, 1);
+        how = "cut at the end of the grace";
     } else {
-        say("connection %u: %s\n", c->id, strerror(err));
+        atomic_fetch_add(&srv->failed, 1);
+        how = strerror(err);
     }
+    if (!srv->quiet)
+        say("connection %u: %s\n", c->id, how);
     close(c->fd);
     free(c);
-    /* ECANCELED after a cancel is not a failure; a real error (say
-     * ECONNRESET) is this task's result, and under CANCEL_SCOPE_SUPERVISE
-     * it does not bring the server down. */
-    return err;
-}
-
-/* The listener: accept until cancelled, one task per connection. */
-static int listener(void *arg)
-{
-    struct server *srv = arg;
-    for (;;) {
-        struct sockaddr_in peer;
-        socklen_t len = sizeof peer;
-        int fd = cancel_accept(srv->listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            if (err == ECANCELED) {
-                say("listener: cancelled while blocked in cancel_accept\n");
-                return 0;
-            }
-            if (err == ECONNABORTED || err == EMFILE || err == ENFILE)
-                continue;
-            /* Anything else is fatal for the server: cancel the scope, so
-             * main stops waiting and everyone else goes home too. */
-            say("listener: accept: %s\n", strerror(err));
-            cancel_scope_cancel(srv->scope);
-            return err;
-        }
-        struct conn *c = malloc(sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->srv = srv;
-        c->fd = fd;
-        c->id = atomic_fetch_add(&srv->accepted, 1) + 1;
-        char name[32];
-        snprintf(name, sizeof name, "connection %u", c->id);
-        say("connection %u: from %s:%u\n", c->id, inet_ntoa(peer.sin_addr),
-            (unsigned)ntohs(peer.sin_port));
-        /* A task may spawn into its own scope.  Once the scope is
-         * cancelled spawn starts nothing (ECANCELED): the connection was
-         * never handed over, so it is still ours to close. */
-        int rc = cancel_scope_spawn_named(srv->scope, name, serve, c, NULL);
-        if (rc != 0) {
-            atomic_fetch_sub(&srv->accepted, 1);
-            close(fd);
-            free(c);
-            if (rc == ECANCELED)
-                return 0;
-        }
-    }
+    /* The idle timeout and the hard cancel are how connections end, not
+     * failures; a real error (ECONNRESET) is this task's result, and under
+     * CANCEL_SCOPE_SUPERVISE it does not bring the server down. */
+    return err == ETIMEDOUT || err == ECANCELED ? 0 : err;
 }
 
 static int listen_on(unsigned short port)
@@ -170,7 +159,7 @@ static int listen_on(unsigned short port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 128) < 0) {
         int err = errno;
         close(fd);
         errno = err;
@@ -179,86 +168,154 @@ static int listen_on(unsigned short port)
     return fd;
 }
 
+/* The listener: binds, reports its port to cancel_scope_start, then
+ * accepts until the drain begins, one handle-less task per connection. */
+static int listener(void *arg)
+{
+    struct server *srv = arg;
+    int lfd = listen_on(srv->port);
+    if (lfd < 0)
+        return errno; /* start returns it: main reports the bind error */
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    getsockname(lfd, (struct sockaddr *)&a, &alen);
+    cancel_task_started((void *)(uintptr_t)ntohs(a.sin_port));
+
+    /* Accept inside the drain token: the drain stops this loop at once,
+     * while the connections (under the scope's token) go on. */
+    cancel_token_t *prev = cancel_enter(cancel_scope_drain_token(srv->scope));
+    int rc = 0;
+    for (;;) {
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        int fd = cancel_accept(lfd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == ECANCELED) {
+                say("listener: draining, stopped accepting\n");
+                break;
+            }
+            if (err == ECONNABORTED || err == EMFILE || err == ENFILE || err == EINTR)
+                continue;
+            say("listener: accept: %s\n", strerror(err));
+            rc = err;
+            break;
+        }
+        struct conn *c = malloc(sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->srv = srv;
+        c->fd = fd;
+        c->id = atomic_fetch_add(&srv->accepted, 1) + 1;
+        if (!srv->quiet)
+            say("connection %u: from %s:%u\n", c->id, inet_ntoa(peer.sin_addr),
+                (unsigned)ntohs(peer.sin_port));
+        char name[32];
+        snprintf(name, sizeof name, "connection %u", c->id);
+        /* No handle: the task's memory goes when it returns.  A drain (or
+         * a cancel) that came first starts nothing: the socket is ours. */
+        int s = cancel_scope_spawn_named(srv->scope, name, serve, c, NULL);
+        if (s != 0) {
+            atomic_fetch_sub(&srv->accepted, 1);
+            close(fd);
+            free(c);
+            if (s == ESHUTDOWN || s == ECANCELED)
+                break;
+        }
+    }
+    cancel_leave(prev);
+    close(lfd);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    unsigned short port = 0;
-    bool stubborn = false;
+    struct server srv = { .idle_ns = 10 * 1000000000LL };
+    int64_t grace_ns = 5 * 1000000000LL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-            port = (unsigned short)atoi(argv[++i]);
-        } else if (strcmp(argv[i], "--stubborn") == 0) {
-            stubborn = true;
+            srv.port = (unsigned short)atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--idle-ms") == 0 && i + 1 < argc) {
+            srv.idle_ns = atoll(argv[++i]) * 1000000LL;
+        } else if (strcmp(argv[i], "--grace-ms") == 0 && i + 1 < argc) {
+            grace_ns = atoll(argv[++i]) * 1000000LL;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            srv.quiet = true;
         } else {
-            fprintf(stderr, "usage: %s [--port N] [--stubborn]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--port N] [--idle-ms MS] [--grace-ms MS] [--quiet]\n",
+                    argv[0]);
             return 2;
         }
     }
 
-    /* The second SIGINT restores the disposition SIGINT had before, so
-     * make that the default one: a shell starts background jobs with
-     * SIGINT ignored, and there the second Ctrl-C would do nothing. */
+    /* The second signal restores the disposition it had before, so make
+     * that the default one: a shell starts background jobs with SIGINT
+     * ignored, and there the second Ctrl-C would do nothing. */
     signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);   /* a client gone mid-write: EPIPE, not death */
 
-    /* The root token stands for "the server should run".  The first
-     * SIGINT cancels it (on a library thread; the handler only hands off),
-     * and with it the scope below and every task's token. */
-    cancel_token_t *root = cancel_token_new();
-    if (!root || cancel_token_cancel_on_signal(root, SIGINT) != 0) {
+    /* STOP stands for "the server should stop".  The first SIGINT or
+     * SIGTERM cancels it (on a library thread; the handler only hands
+     * off).  It is not the scope's parent: stopping is a drain, not a
+     * hard cancel. */
+    cancel_token_t *stop = cancel_token_new();
+    if (!stop || cancel_token_cancel_on_signal(stop, SIGINT) != 0 ||
+        cancel_token_cancel_on_signal(stop, SIGTERM) != 0) {
         perror("cancel_token_cancel_on_signal");
         return 1;
     }
 
-    struct server srv = { .stubborn = stubborn };
-    srv.listen_fd = listen_on(port);
-    if (srv.listen_fd < 0) {
-        perror("listen");
-        cancel_token_unref(root);
-        return 1;
-    }
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    getsockname(srv.listen_fd, (struct sockaddr *)&a, &len);
-
     /* SUPERVISE: one connection failing (a reset, say) is that
      * connection's business, not a reason to stop the server. */
-    srv.scope = cancel_scope_open_in(root, CANCEL_SCOPE_SUPERVISE);
-    if (!srv.scope || cancel_scope_spawn_named(srv.scope, "listener", listener, &srv, NULL)) {
-        perror("cancel_scope_spawn");
+    srv.scope = cancel_scope_open_in(NULL, CANCEL_SCOPE_SUPERVISE);
+    if (!srv.scope) {
+        perror("cancel_scope_open_in");
         return 1;
     }
-    say("listening on 127.0.0.1:%u%s\n", (unsigned)ntohs(a.sin_port),
-        stubborn ? " (stubborn: connections ignore cancellation)" : "");
+    void *ready = NULL;
+    int rc = cancel_scope_start(srv.scope, listener, &srv, &ready, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "listener: %s\n", strerror(rc));
+        cancel_scope_cancel(srv.scope);
+        cancel_scope_join(srv.scope, NULL);
+        cancel_token_unref(stop);
+        return 1;
+    }
+    say("listening on 127.0.0.1:%u (idle timeout %lld ms, grace %lld ms)\n",
+        (unsigned)(uintptr_t)ready, (long long)(srv.idle_ns / 1000000),
+        (long long)(grace_ns / 1000000));
 
-    /* Nothing to do until the scope is cancelled: by SIGINT through the
-     * root, or by the listener giving up. */
-    cancel_token_wait(cancel_scope_token(srv.scope), NULL);
-    if (cancel_token_is_cancelled(root))
-        say("SIGINT: shutting down (%u connections open)\n",
-            atomic_load(&srv.accepted) - atomic_load(&srv.closed_by_client));
+    /* Nothing to do until a signal, or until the server falls over (the
+     * listener's failure cancels the scope). */
+    cancel_token_t *either[2] = { stop, cancel_scope_token(srv.scope) };
+    cancel_token_t *any = cancel_token_any(either, 2);
+    cancel_token_wait(any, NULL);
+    cancel_token_unref(any);
+    if (cancel_token_is_cancelled(stop))
+        say("signal: draining, %u connection%s open, grace %lld ms\n", open_connections(&srv),
+            open_connections(&srv) == 1 ? "" : "s", (long long)(grace_ns / 1000000));
 
-    /* Every task has been told; give them 2 s, then explain who is late. */
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += 2;
-    int rc = cancel_scope_join_until(srv.scope, &until, NULL);
+    /* Phase one: stop accepting, let open connections finish; phase two,
+     * after the grace: cancel the rest hard. */
+    cancel_scope_drain(srv.scope, grace_ns);
+    struct timespec until = after_ns(grace_ns + 2 * 1000000000LL);
+    rc = cancel_scope_join_until(srv.scope, &until, NULL);
     if (rc == ETIMEDOUT) {
-        say("still waiting after 2 s for tasks that ignore cancellation:\n");
+        say("still waiting 2 s after the grace for tasks that ignore cancellation:\n");
         cancel_scope_dump(srv.scope, STDOUT_FILENO);
-        say("press Ctrl-C again to kill the server\n");
+        say("signal again to kill the server\n");
         rc = cancel_scope_join(srv.scope, NULL);
     }
-    /* Under SUPERVISE join reports the parent's reason: ECANCELED here is
-     * the shutdown we asked for. */
     unsigned n = atomic_load(&srv.accepted);
-    say("joined %u connection%s (%u closed by the client, %u cancelled while open), "
-        "echoed %llu bytes\n",
+    say("joined %u connection%s (%u closed by the client, %u idle, %u cut at the grace, "
+        "%u failed), echoed %llu bytes\n",
         n, n == 1 ? "" : "s", atomic_load(&srv.closed_by_client),
-        atomic_load(&srv.cancelled), atomic_load(&srv.bytes));
-    close(srv.listen_fd);
-    /* Freeing the root ends the SIGINT registration (the default
-     * disposition is back). */
-    bool by_signal = cancel_token_is_cancelled(root);
-    cancel_token_unref(root);
-    return (rc == 0 || (rc == ECANCELED && by_signal)) ? 0 : 1;
+        atomic_load(&srv.idle_dropped), atomic_load(&srv.cut), atomic_load(&srv.failed),
+        atomic_load(&srv.bytes));
+    /* Freeing STOP ends the signal registrations. */
+    cancel_token_unref(stop);
+    return rc == 0 ? 0 : 1;
 }

@@ -89,6 +89,21 @@ CANCEL_API cancel_token_t *cancel_token_with_deadline(cancel_token_t *parent,
 CANCEL_API cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns);
 
 /*
+ * cancel_token_set_deadline - arm, move (earlier or later) or, with AT
+ * NULL, remove T's own deadline, the absolute CLOCK_MONOTONIC time at
+ * which T cancels itself with ETIMEDOUT.  Works on any token, not only
+ * deadline tokens; the effective deadline (cancel_token_deadline) stays
+ * the earliest of T's own and its ancestors'.  A past AT cancels T with
+ * ETIMEDOUT before returning.  O(log n) in the pending deadlines; takes
+ * no lock that token and callback operations take (one idle timeout per
+ * request costs one call, not a new token).  Returns 0; EALREADY when T
+ * is already cancelled or its current deadline has already passed
+ * (nothing changes); EINVAL for T NULL or tv_nsec outside [0, 1e9);
+ * ENOMEM.  Thread-safe.  See cancel_token_set_deadline(3).
+ */
+CANCEL_API int cancel_token_set_deadline(cancel_token_t *t, const struct timespec *at);
+
+/*
  * cancel_token_any - a linked token, cancelled as soon as any of the N
  * TOKENS is, with that token's reason.  It holds references on them while
  * it lives and unregisters from all of them when released.  NULL entries
@@ -504,6 +519,83 @@ CANCEL_API int cancel_task_set_name(cancel_task_t *task, const char *name);
  * task that ignores cancellation.  Returns 0, EINVAL, or the write error.
  */
 CANCEL_API int cancel_scope_dump(cancel_scope_t *s, int fd);
+
+/*
+ * Long-lived scopes (servers).  Memory follows the live work: a task
+ * spawned without a handle (TASK NULL) is freed, with its token, as soon
+ * as it has finished and its result has been counted; a handle keeps it
+ * until join or cancel_task_release.  Cancelling a scope costs its live
+ * tasks, not its history.
+ */
+
+/*
+ * cancel_scope_try_spawn - cancel_scope_spawn that never waits for a
+ * slot: with the limit reached it starts nothing and returns EBUSY.
+ * Otherwise as cancel_scope_spawn (0, ECANCELED, ESHUTDOWN after a drain,
+ * EINVAL, ENOMEM, EAGAIN).
+ */
+CANCEL_API int cancel_scope_try_spawn(cancel_scope_t *s, cancel_task_fn fn, void *arg,
+                                      cancel_task_t **task);
+
+/*
+ * cancel_scope_start - spawn FN(ARG) in S and wait until it calls
+ * cancel_task_started(value) (a listener has bound its port before its
+ * caller goes on).  Returns 0 with the value in *READY_VALUE (when not
+ * NULL) while the task goes on running; the task's result when it
+ * returned before calling started, or ECHILD when that result was 0;
+ * ECANCELED (ETIMEDOUT for a deadline) when the caller's current token or
+ * the scope is cancelled while it waits: the task is then cancelled and
+ * waited for.  TASK (optional) gets a handle on success only.  Spawn's
+ * errors otherwise.
+ */
+CANCEL_API int cancel_scope_start(cancel_scope_t *s, cancel_task_fn fn, void *arg,
+                                  void **ready_value, cancel_task_t **task);
+
+/*
+ * cancel_task_started - called by a task started with cancel_scope_start:
+ * its starter returns 0 with READY_VALUE.  Outside such a task, or a
+ * second time, it does nothing.
+ */
+CANCEL_API void cancel_task_started(void *ready_value);
+
+/*
+ * cancel_scope_next - hand out a finished task of S that was spawned with
+ * a handle, each exactly once, in the order they finished: 0 with *TASK
+ * (the handle, valid until join or cancel_task_release) and *RESULT (its
+ * return code), both optional.  Waits for one when none has finished (not
+ * cut short by cancellation); ECHILD when no handled task remains that
+ * next has not handed out; ETIMEDOUT at the absolute CLOCK_MONOTONIC
+ * DEADLINE (NULL: none); EINVAL.  Handle-less tasks never appear.
+ */
+CANCEL_API int cancel_scope_next(cancel_scope_t *s, const struct timespec *deadline,
+                                 cancel_task_t **task, int *result);
+
+/*
+ * cancel_task_release - give up the handle TASK: the task is freed as
+ * soon as it has finished (at once when it has), and next no longer
+ * hands it out.  TASK must not be used afterwards.  NULL is fine.
+ */
+CANCEL_API void cancel_task_release(cancel_task_t *task);
+
+/*
+ * cancel_scope_drain - the graceful stop: from now on spawn, try_spawn
+ * and start return ESHUTDOWN; S's drain token is cancelled with ECANCELED
+ * at once; running tasks go on; if tasks still run after GRACE_NS
+ * nanoseconds S is cancelled (hard, as cancel_scope_cancel; GRACE_NS < 0:
+ * never, 0: at once).  The ECANCELEDs the drain and the hard cancel cause
+ * are not failures.  A second drain may only shorten the grace (counted
+ * from that call); it returns EALREADY otherwise.  Returns 0, EALREADY,
+ * EINVAL (S NULL) or ENOMEM.
+ */
+CANCEL_API int cancel_scope_drain(cancel_scope_t *s, int64_t grace_ns);
+
+/*
+ * cancel_scope_drain_token - S's drain token: a child of S's token
+ * (cancelled by a hard cancel or the parent's too), cancelled with
+ * ECANCELED when the drain begins.  Borrowed: valid until join.  NULL with
+ * errno EINVAL (S NULL) or ENOMEM.
+ */
+CANCEL_API cancel_token_t *cancel_scope_drain_token(cancel_scope_t *s);
 
 /* ---------------------------------------------------------------------- */
 /* The whole process at a glance                                           */

@@ -88,9 +88,13 @@ static inline int cancel__reason_of(const cancel_token_t *t)
  *   0. the registry of open scopes (dump.c, issue 16): held by scope open
  *      and join around one list insert or removal, and by cancel_dump_all
  *      while it takes each scope's MU in turn to copy it.
- *   1. a scope's MU (scope.c).  Held while creating, cancelling and
- *      releasing tokens, so it sits above every token lock.  Never two
- *      scopes' at once, except a parent scope's before a nested one's.
+ *   1. a scope's DRAIN_MU (scope.c, taken only by drain), then its MU.
+ *      MU is held while creating a task token (cancel_token_child) and
+ *      arming callbacks on live tokens, so it sits above every token lock;
+ *      it is never held across cancelling a token, removing a callback,
+ *      set_deadline or releasing a token (the callbacks scope.c arms take
+ *      MU).  Never two scopes' at once, except a parent scope's before a
+ *      nested one's; the worker cache's lock is taken outside MU.
  *   2. the wait graph's mutex (run.c): a thread about to wait for a callback
  *      that runs on another thread; rare paths only.
  *   3. token locks (lock.c), ancestor before descendant: a cancel holds the
@@ -462,6 +466,8 @@ unsigned cancel__worker_idle_count(void);
 long cancel__ncpu(void);    /* online CPUs (spinning makes sense only above 1) */
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 extern _Atomic int cancel__worker_fail_next_create;
+/* Task records allocated now, in every scope (scope.c; tests watch it). */
+extern _Atomic long cancel__scope_task_records;
 
 /*
  * Wrapped-call waits (wake.c).  cancel__wait_ready waits until one of

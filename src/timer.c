@@ -21,6 +21,16 @@
  * the timer lock, will find it gone), drops the timer lock and only then
  * cancels it.  A token stays valid while it is in the heap because its
  * destruction must take the timer lock to remove it.
+ *
+ * cancel_token_set_deadline arms, moves or removes a token's own deadline
+ * at any time: the EXT's DEADLINE (HAS_DEADLINE, AT, HEAP_INDEX) is
+ * therefore guarded by the timer lock once the token has been handed out
+ * (before, its creator writes it alone).  Moving takes the timer lock
+ * only, no token lock (the EXT itself is made once, lock-free, when the
+ * token has none).  A deadline that has already passed when someone tries
+ * to move it has fired (or is firing on the timer thread): the move then
+ * cancels the token itself, so that "EALREADY" always means "cancelled
+ * when this returns".
  */
 #include "internal.h"
 
@@ -278,6 +288,7 @@ static cancel_token_t *deadline_child(cancel_token_t *parent, const struct times
     if (ext) {
         ext->deadline.has_deadline = true;
         ext->deadline.at = *at;
+        ext->deadline.heap_index = SIZE_MAX;
     }
     if (!ext) {
         cancel_token_unref(t);
@@ -321,12 +332,88 @@ cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns)
     return deadline_child(parent, &at, true);
 }
 
+/* Grows the heap by one free slot if full (timer_lock held); 0 or ENOMEM. */
+static int heap_reserve_locked(void)
+{
+    if (heap_len < heap_cap)
+        return 0;
+    size_t cap = heap_cap ? heap_cap * 2 : 64;
+    struct heap_entry *grown = realloc(heap, cap * sizeof *grown);
+    if (!grown)
+        return ENOMEM;
+    heap = grown;
+    heap_cap = cap;
+    return 0;
+}
+
+int cancel_token_set_deadline(cancel_token_t *t, const struct timespec *at)
+{
+    if (!t || (at && !cancel__timespec_valid(at)))
+        return EINVAL;
+    if (cancel_token_is_cancelled(t))
+        return EALREADY;
+    struct token_ext *ext = cancel__token_ext(t);
+    if (!ext)
+        return ENOMEM;
+    struct token_deadline *dl = &ext->deadline;
+    pthread_once(&timer_once, timer_init);
+    int rc = 0;
+    bool fire = false;
+    pthread_mutex_lock(&timer_lock);
+    /* Read under the lock: the timer thread pops a token only once its
+     * deadline is at or before the clock, under this lock, so a token it
+     * popped (and is about to cancel) reads as due here, never as "not in
+     * the heap, to be re-armed". */
+    struct timespec now = cancel__now();
+    bool in_heap = dl->has_deadline && dl->heap_index != SIZE_MAX;
+    if (dl->has_deadline && cancel__timespec_cmp(&dl->at, &now) <= 0) {
+        /* Due: fired, or about to on the timer thread; we finish it. */
+        if (in_heap)
+            heap_remove(dl->heap_index);
+        fire = true;
+        rc = EALREADY;
+    } else if (!at) {
+        if (in_heap)
+            heap_remove(dl->heap_index);
+        dl->has_deadline = false;
+    } else if (cancel__timespec_cmp(at, &now) <= 0) {
+        if (in_heap)
+            heap_remove(dl->heap_index);
+        dl->has_deadline = true;
+        dl->at = *at;
+        dl->heap_index = SIZE_MAX;
+        fire = true;
+    } else if (in_heap) {
+        size_t i = dl->heap_index;
+        dl->at = *at;
+        if (i > 0 && earlier(&heap[i], &heap[(i - 1) / 2]))
+            sift_up(i);
+        else
+            sift_down(i);
+    } else if ((rc = ensure_started_locked()) == 0 && (rc = heap_reserve_locked()) == 0) {
+        dl->has_deadline = true;
+        dl->at = *at;
+        heap_len++;
+        heap_set(heap_len - 1, (struct heap_entry){ t, dl });
+        sift_up(heap_len - 1);
+    }
+    /* Wake the thread only when it would sleep past this deadline; a later
+     * one it finds when it wakes for the old one (its appointment). */
+    if (rc == 0 && !fire && at && cancel__timespec_cmp(at, &wake_at) < 0)
+        pthread_cond_signal(&timer_cond);
+    pthread_mutex_unlock(&timer_lock);
+    if (fire)
+        cancel_token_cancel(t, ETIMEDOUT);
+    return rc;
+}
+
 /*
  * The effective deadline: the earliest over T, its ancestors and, for a
  * linked token met on the way, its sources' effective deadlines.  Parent
  * chains are walked in a loop; sources are kept on an explicit stack, so
- * no depth recurses on the C stack.  The fields read here are written
- * before the token is handed out and never change: no lock is needed.
+ * no depth recurses on the C stack.  Deadlines are read under the timer
+ * lock (set_deadline moves them); the links are written before the token
+ * is handed out and never change.
  */
 bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
 {
@@ -340,6 +427,10 @@ bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
     struct timespec best = NEVER;
 
     stack[depth++] = t;
+    /* set_deadline may move a deadline meanwhile: read them under the
+     * timer lock (a leaf, which token operations never take). */
+    pthread_once(&timer_once, timer_init);
+    pthread_mutex_lock(&timer_lock);
     while (depth > 0) {
         for (const cancel_token_t *n = stack[--depth]; n; n = n->parent) {
             /* Acquire: pairs with the release that published EXT. */
@@ -371,6 +462,7 @@ bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
             }
         }
     }
+    pthread_mutex_unlock(&timer_lock);
     if (stack != inline_stack)
         free(stack);
     if (found && at)

@@ -169,11 +169,27 @@ static bool spin_for_job(struct worker *w)
     }
 }
 
+/* [scopes hook] The thread ends inside its job (pthread_exit,
+ * pthread_cancel): DONE still runs (the scope finishes the task with
+ * EOWNERDEAD), and the worker, never parked, is freed and not reused. */
+static void worker_died(void *p)
+{
+    struct worker *w = p;
+    if (w->done)
+        w->done(w->arg);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+}
+
 static void *worker_main(void *p)
 {
     struct worker *w = p;
     for (;;) {
-        atomic_load_explicit(&w->job, memory_order_relaxed)(w->arg);
+        void (*job)(void *) = atomic_load_explicit(&w->job, memory_order_relaxed);
+        pthread_cleanup_push(worker_died, w);
+        job(w->arg);
+        pthread_cleanup_pop(0);
+        /* [end scopes hook] */
         void (*done)(void *) = w->done;
         void *arg = w->arg;
         /* Park before DONE tells the job's owner that we finished: whoever

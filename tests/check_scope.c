@@ -1126,6 +1126,849 @@ START_TEST(dump_shows_a_task_blocked_in_cancel_read_with_its_fd)
 }
 END_TEST
 
+/* ------------------------------------------------------------ issue 11 */
+
+struct spawner {
+    cancel_scope_t *s;
+    pid_t tid;
+    tu_latch_t ready;
+    int rc;
+};
+
+static void *spawn_into_full_scope(void *arg)
+{
+    struct spawner *sp = arg;
+    sp->tid = tu_gettid();
+    tu_latch_post(&sp->ready);
+    sp->rc = cancel_scope_spawn(sp->s, task_return_arg, NULL, NULL);
+    return NULL;
+}
+
+struct releaser {
+    pid_t tid;
+};
+
+static void *release_when_joiner_sleeps(void *arg)
+{
+    struct releaser *r = arg;
+    tu_wait_until_sleeping(r->tid);
+    tu_latch_post(&release);
+    return NULL;
+}
+
+START_TEST(join_waits_for_a_spawn_that_was_waiting_for_a_slot)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 1), 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    struct spawner sp = { .s = s, .rc = -1 };
+    tu_latch_init(&sp.ready);
+    pthread_t x, y;
+    tu_thread_start(&x, spawn_into_full_scope, &sp);
+    tu_latch_wait(&sp.ready);
+    tu_wait_until_sleeping(sp.tid); /* in spawn, waiting for the slot */
+    struct releaser r = { tu_gettid() };
+    tu_thread_start(&y, release_when_joiner_sleeps, &r);
+    /* The spawn began before join: join waits for it and for its task. */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    tu_thread_join(x);
+    tu_thread_join(y);
+    ck_assert_int_eq(sp.rc, 0);
+}
+END_TEST
+
+/* Returns once S's dump shows a task blocked in read on FD (at most the
+ * usual guard): the cancel then has that task's wake-up to deliver. */
+static void wait_blocked_in_read(cancel_scope_t *s, int fd)
+{
+    char want[64], buf[2048];
+    snprintf(want, sizeof want, "blocked in read(fd %d)", fd);
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    do {
+        dump_to(s, buf, sizeof buf);
+        if (strstr(buf, want))
+            return;
+        sched_yield();
+    } while (tu_now_ns() < until);
+}
+
+struct joining_cb {
+    cancel_scope_t *s;
+    int rc;
+    bool ran;
+};
+
+static void join_from_callback(void *arg, int reason)
+{
+    struct joining_cb *j = arg;
+    (void)reason;
+    j->rc = cancel_scope_join(j->s, NULL);
+    j->ran = true;
+}
+
+START_TEST(callback_of_the_scope_token_that_joins_gets_edeadlk)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct reader r = { fds[0], 0, 0 };
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_read_pipe, &r, NULL), 0);
+    wait_blocked_in_read(s, fds[0]);
+    struct joining_cb j = { s, -1, false };
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, cancel_scope_token(s), join_from_callback, &j), 0);
+    cancel_scope_cancel(s);
+    ck_assert(j.ran);
+    ck_assert_int_eq(j.rc, EDEADLK);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(r.err, ECANCELED);
+    close(fds[0]);
+    close(fds[1]);
+}
+END_TEST
+
+START_TEST(callback_of_an_ancestor_token_that_joins_gets_edeadlk)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    struct reader r = { fds[0], 0, 0 };
+    cancel_token_t *root = cancel_token_new();
+    cancel_token_t *mid = cancel_token_child(root);
+    cancel_scope_t *s = cancel_scope_open_in(mid, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_read_pipe, &r, NULL), 0);
+    wait_blocked_in_read(s, fds[0]);
+    struct joining_cb j = { s, -1, false };
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, root, join_from_callback, &j), 0);
+    cancel_token_cancel(root, ECANCELED);
+    ck_assert(j.ran);
+    ck_assert_int_eq(j.rc, EDEADLK);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), ECANCELED);
+    ck_assert_int_eq(r.err, ECANCELED);
+    /* A join from an unrelated token's callback is not refused. */
+    cancel_scope_t *s2 = cancel_scope_open_in(NULL, 0);
+    cancel_token_t *other = cancel_token_new();
+    struct joining_cb j2 = { s2, -1, false };
+    ck_assert_int_eq(cancel_callback_add(&cb, other, join_from_callback, &j2), 0);
+    cancel_token_cancel(other, ECANCELED);
+    ck_assert(j2.ran);
+    ck_assert_int_eq(j2.rc, 0);
+    cancel_token_unref(other);
+    cancel_token_unref(mid);
+    cancel_token_unref(root);
+    close(fds[0]);
+    close(fds[1]);
+}
+END_TEST
+
+/* Bug 7: A opens S2, spawns B into it and returns; S1 (and A) are freed;
+ * then B opens and joins S3. */
+static cancel_scope_t *orphan_scope;
+static tu_latch_t orphan_go;
+static int orphan_rc = -1;
+
+static int task_b_opens_and_joins_nested(void *arg)
+{
+    (void)arg;
+    tu_latch_wait(&orphan_go);
+    cancel_scope_t *s3 = cancel_scope_open(0);
+    int rc = cancel_scope_spawn(s3, task_return_arg, NULL, NULL);
+    if (rc == 0)
+        rc = cancel_scope_join(s3, NULL);
+    else
+        cancel_scope_join(s3, NULL);
+    orphan_rc = rc;
+    return 0;
+}
+
+static int task_a_opens_and_leaves(void *arg)
+{
+    (void)arg;
+    orphan_scope = cancel_scope_open(0);
+    return cancel_scope_spawn(orphan_scope, task_b_opens_and_joins_nested, NULL, NULL);
+}
+
+START_TEST(task_of_a_scope_whose_opener_is_freed_joins_a_nested_scope)
+{
+    tu_latch_init(&orphan_go);
+    cancel_scope_t *s1 = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s1, task_a_opens_and_leaves, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s1, NULL), 0); /* frees A's record */
+    /* Reuse A's memory for something else, as a busy program would. */
+    void *junk[8];
+    for (int i = 0; i < 8; i++) {
+        junk[i] = malloc(256);
+        memset(junk[i], 0x5a, 256);
+    }
+    tu_latch_post(&orphan_go);
+    ck_assert_int_eq(cancel_scope_join(orphan_scope, NULL), 0);
+    for (int i = 0; i < 8; i++)
+        free(junk[i]);
+    ck_assert_int_eq(orphan_rc, 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+}
+END_TEST
+
+static _Atomic pid_t dead_tid;
+
+static int task_pthread_exit(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    pthread_exit(NULL);
+}
+
+static int task_pthread_cancel_self(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    pthread_cancel(pthread_self());
+    while (atomic_load(&runs) >= 0)
+        pthread_testcancel();
+    return 0;
+}
+
+static _Atomic pid_t later_tid;
+
+static int task_record_tid(void *arg)
+{
+    (void)arg;
+    atomic_store(&later_tid, tu_gettid());
+    return 0;
+}
+
+static void check_thread_death(cancel_task_fn fn)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0); /* a sibling */
+    tu_latch_wait(&started);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, fn, NULL, &t), 0);
+    int result = -1;
+    ck_assert_int_eq(cancel_task_join(t, &result), 0);
+    ck_assert_int_eq(result, EOWNERDEAD);
+    /* A real failure: the sibling was cancelled (fail-fast). */
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    char buf[2048], me[64];
+    dump_to(s, buf, sizeof buf);
+    snprintf(me, sizeof me, "task %p", (void *)t);
+    ck_assert_ptr_null(strstr(buf, me)); /* no longer listed as live */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EOWNERDEAD);
+    /* Its thread is gone, not reused: the next task runs elsewhere. */
+    cancel_scope_t *s2 = cancel_scope_open(0);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(cancel_scope_spawn(s2, task_record_tid, NULL, NULL), 0);
+        ck_assert_int_eq(cancel_scope_join(s2, NULL), 0);
+        ck_assert_int_ne(atomic_load(&later_tid), atomic_load(&dead_tid));
+        s2 = cancel_scope_open(0);
+    }
+    ck_assert_int_eq(cancel_scope_join(s2, NULL), 0);
+}
+
+START_TEST(task_that_calls_pthread_exit_finishes_with_eownerdead)
+{
+    check_thread_death(task_pthread_exit);
+}
+END_TEST
+
+START_TEST(task_that_is_pthread_cancelled_finishes_with_eownerdead)
+{
+    check_thread_death(task_pthread_cancel_self);
+}
+END_TEST
+
+static cancel_scope_t *own_scope;
+
+static int task_spawn_into_own_scope(void *arg)
+{
+    (void)arg;
+    atomic_store(&dead_tid, tu_gettid());
+    tu_latch_post(&started);
+    return cancel_scope_spawn(own_scope, task_return_arg, NULL, NULL);
+}
+
+START_TEST(dump_shows_a_task_waiting_in_spawn_for_a_slot_of_its_own_full_scope)
+{
+    own_scope = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(own_scope, 1), 0);
+    ck_assert_int_eq(cancel_scope_spawn_named(own_scope, "spawner", task_spawn_into_own_scope,
+                                              NULL, NULL), 0);
+    tu_latch_wait(&started);
+    char buf[2048];
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    do {
+        dump_to(own_scope, buf, sizeof buf);
+        if (strstr(buf, "waiting in spawn for a slot"))
+            break;
+        sched_yield();
+    } while (tu_now_ns() < until);
+    cancel_scope_cancel(own_scope);
+    ck_assert_int_eq(cancel_scope_join(own_scope, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(buf, "\"spawner\": running"));
+    ck_assert_ptr_nonnull(strstr(buf, "waiting in spawn for a slot of this full scope"));
+    ck_assert_int_eq(atomic_load(&runs), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ servers */
+
+static long records(void)
+{
+    /* Acquire: pairs with the release in scope.c's task_free. */
+    return atomic_load_explicit(&cancel__scope_task_records, memory_order_acquire);
+}
+
+START_TEST(try_spawn_returns_ebusy_at_once_when_the_limit_is_reached)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 1), 0);
+    ck_assert_int_eq(cancel_scope_try_spawn(s, task_wait_release_then_return_arg, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    int64_t t0 = tu_now_ns();
+    ck_assert_int_eq(cancel_scope_try_spawn(s, task_return_arg, NULL, NULL), EBUSY);
+    ck_assert_int_lt(tu_now_ns() - t0, TU_WAKE_GUARD_NS);
+    tu_latch_post(&release);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 0); /* the refused one never ran */
+    s = cancel_scope_open(0);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_scope_try_spawn(s, task_return_arg, NULL, NULL), ECANCELED);
+    ck_assert_int_eq(cancel_scope_try_spawn(NULL, task_return_arg, NULL, NULL), EINVAL);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+static int task_start_report(void *arg)
+{
+    cancel_task_started(arg);
+    cancel_task_started((void *)0xdead); /* a second call does nothing */
+    tu_latch_wait(&release);
+    atomic_fetch_add(&runs, 1);
+    return 0;
+}
+
+START_TEST(start_returns_the_ready_value_while_the_task_goes_on)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    void *v = NULL;
+    cancel_task_t *t = NULL;
+    ck_assert_int_eq(cancel_scope_start(s, task_start_report, (void *)0x1234, &v, &t), 0);
+    ck_assert_ptr_eq(v, (void *)0x1234);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(atomic_load(&runs), 0); /* still running */
+    tu_latch_post(&release);
+    int r = -1;
+    ck_assert_int_eq(cancel_task_join(t, &r), 0);
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    cancel_task_started((void *)1); /* outside a task: nothing */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(start_returns_the_tasks_result_or_echild_when_it_returns_before_started)
+{
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_SUPERVISE);
+    void *v = &v;
+    ck_assert_int_eq(cancel_scope_start(s, task_return_arg, (void *)(intptr_t)EPIPE, &v, NULL),
+                     EPIPE);
+    ck_assert_ptr_eq(v, &v);
+    cancel_task_t *t = (cancel_task_t *)&v;
+    ck_assert_int_eq(cancel_scope_start(s, task_return_arg, NULL, &v, &t), ECHILD);
+    ck_assert_ptr_eq(t, (cancel_task_t *)&v); /* no handle on failure */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 2);
+    /* Not SUPERVISE: the failure also counts as the scope's. */
+    s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_start(s, task_return_arg, (void *)(intptr_t)EIO, NULL, NULL),
+                     EIO);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EIO);
+}
+END_TEST
+
+static int task_never_started(void *arg)
+{
+    (void)arg;
+    tu_latch_post(&started);
+    int rc = block_until_cancelled();
+    atomic_fetch_add(&runs, 1);
+    return rc;
+}
+
+struct starter {
+    cancel_scope_t *s;
+    cancel_token_t *as;   /* the starter's current token */
+    int rc;
+    int runs_seen;        /* RUNS when start returned */
+};
+
+static void *start_in_thread(void *arg)
+{
+    struct starter *st = arg;
+    cancel_token_t *prev = cancel_enter(st->as);
+    st->rc = cancel_scope_start(st->s, task_never_started, NULL, NULL, NULL);
+    st->runs_seen = atomic_load(&runs);
+    cancel_leave(prev);
+    return NULL;
+}
+
+START_TEST(start_cancelled_while_waiting_cancels_the_task_waits_and_returns_ecanceled)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    cancel_token_t *me = cancel_token_new();
+    struct starter st = { s, me, -1, -1 };
+    pthread_t th;
+    tu_thread_start(&th, start_in_thread, &st);
+    tu_latch_wait(&started);
+    cancel_token_cancel(me, ECANCELED);
+    tu_thread_join(th);
+    ck_assert_int_eq(st.rc, ECANCELED);
+    ck_assert_int_eq(st.runs_seen, 1); /* the task had ended */
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    cancel_token_unref(me);
+}
+END_TEST
+
+START_TEST(start_under_a_deadline_returns_etimedout)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    int64_t t0 = tu_now_ns();
+    cancel_token_t *me = cancel_token_with_timeout(NULL, 20 * 1000000LL);
+    cancel_token_t *prev = cancel_enter(me);
+    ck_assert_int_eq(cancel_scope_start(s, task_never_started, NULL, NULL, NULL), ETIMEDOUT);
+    cancel_leave(prev);
+    ck_assert_int_ge(tu_now_ns() - t0, 20 * 1000000LL);
+    ck_assert_int_eq(atomic_load(&runs), 1);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    cancel_token_unref(me);
+}
+END_TEST
+
+START_TEST(start_returns_ecanceled_when_the_scope_is_cancelled_while_it_waits)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    struct starter st = { s, NULL, -1, -1 };
+    pthread_t th;
+    tu_thread_start(&th, start_in_thread, &st);
+    tu_latch_wait(&started);
+    cancel_scope_cancel(s);
+    tu_thread_join(th);
+    ck_assert_int_eq(st.rc, ECANCELED);
+    ck_assert_int_eq(st.runs_seen, 1);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+/* Loop: a start whose task fails, returns 0 without started, or is
+ * cancelled, all racing the starter's wait. */
+static int task_start_mode(void *arg)
+{
+    int mode = (int)(intptr_t)arg;
+    if (mode == 0)
+        return EPIPE;
+    if (mode == 1)
+        return 0;
+    cancel_task_started((void *)7);
+    return 0;
+}
+
+START_TEST(start_races_its_tasks_end_and_a_cancel)
+{
+    long before = records();
+    cancel_scope_t *s = cancel_scope_open_in(NULL, CANCEL_SCOPE_SUPERVISE);
+    int mode = _i % 3;
+    int rc = cancel_scope_start(s, task_start_mode, (void *)(intptr_t)mode, NULL, NULL);
+    ck_assert_int_eq(rc, mode == 0 ? EPIPE : mode == 1 ? ECHILD : 0);
+    cancel_token_t *me = cancel_token_new();
+    struct starter st = { s, me, -1, -1 };
+    pthread_t th;
+    tu_thread_start(&th, start_in_thread, &st);
+    if (_i & 1)
+        tu_latch_wait(&started);
+    cancel_token_cancel(me, ECANCELED);
+    tu_thread_join(th);
+    ck_assert_int_eq(st.rc, ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(records(), before);
+    cancel_token_unref(me);
+}
+END_TEST
+
+static int task_wait_turn(void *arg)
+{
+    tu_latch_t *turn = arg;
+    tu_latch_wait(turn);
+    return (int)(turn - (tu_latch_t *)0) & 0; /* 0 */
+}
+
+START_TEST(next_hands_out_finished_tasks_in_completion_order_each_once)
+{
+    enum { N = 5 };
+    tu_latch_t turns[N];
+    cancel_task_t *h[N];
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_SUPERVISE);
+    for (int i = 0; i < N; i++) {
+        tu_latch_init(&turns[i]);
+        ck_assert_int_eq(cancel_scope_spawn(s, task_wait_turn, &turns[i], &h[i]), 0);
+    }
+    /* A handle-less task never appears. */
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, NULL), 0);
+    int order[N] = { 3, 0, 4, 1, 2 };
+    for (int k = 0; k < N; k++) {
+        tu_latch_post(&turns[order[k]]);
+        cancel_task_t *t = NULL;
+        int r = -1;
+        ck_assert_int_eq(cancel_scope_next(s, NULL, &t, &r), 0);
+        ck_assert_ptr_eq(t, h[order[k]]);
+        ck_assert_int_eq(r, 0);
+        int r2 = -1; /* next and task_join see the same result */
+        ck_assert_int_eq(cancel_task_join(t, &r2), 0);
+        ck_assert_int_eq(r2, r);
+    }
+    ck_assert_int_eq(cancel_scope_next(s, NULL, NULL, NULL), ECHILD);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(next_returns_echild_etimedout_and_is_not_cut_short_by_cancellation)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_next(s, NULL, NULL, NULL), ECHILD);
+    ck_assert_int_eq(cancel_scope_next(NULL, NULL, NULL, NULL), EINVAL);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg,
+                                        (void *)(intptr_t)EPIPE, &t), 0);
+    tu_latch_wait(&started);
+    /* The caller's own cancelled token does not cut next short. */
+    cancel_token_t *me = cancel_token_new();
+    cancel_token_cancel(me, ECANCELED);
+    cancel_token_t *prev = cancel_enter(me);
+    int64_t t0 = tu_now_ns();
+    struct timespec dl = in_ns(30 * 1000000LL);
+    ck_assert_int_eq(cancel_scope_next(s, &dl, NULL, NULL), ETIMEDOUT);
+    ck_assert_int_ge(tu_now_ns() - t0, 30 * 1000000LL);
+    tu_latch_post(&release);
+    int r = -1;
+    cancel_task_t *got = NULL;
+    ck_assert_int_eq(cancel_scope_next(s, NULL, &got, &r), 0);
+    cancel_leave(prev);
+    ck_assert_ptr_eq(got, t);
+    ck_assert_int_eq(r, EPIPE);
+    ck_assert_int_eq(cancel_scope_next(s, NULL, NULL, NULL), ECHILD);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EPIPE);
+    cancel_token_unref(me);
+}
+END_TEST
+
+struct nexter {
+    cancel_scope_t *s;
+    int rc;
+    int result;
+    cancel_task_t *t;
+};
+
+static void *next_in_thread(void *arg)
+{
+    struct nexter *n = arg;
+    n->rc = cancel_scope_next(n->s, NULL, &n->t, &n->result);
+    return NULL;
+}
+
+START_TEST(next_sees_a_task_that_finishes_while_it_starts_waiting)
+{
+    cancel_scope_t *s = cancel_scope_open(CANCEL_SCOPE_SUPERVISE);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, (void *)(intptr_t)(_i + 1), &t), 0);
+    struct nexter n = { s, -1, -1, NULL };
+    pthread_t th;
+    tu_thread_start(&th, next_in_thread, &n);
+    tu_thread_join(th);
+    ck_assert_int_eq(n.rc, 0);
+    ck_assert_ptr_eq(n.t, t);
+    ck_assert_int_eq(n.result, _i + 1);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(release_frees_a_finished_task_and_next_no_longer_hands_it_out)
+{
+    long before = records();
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, &t), 0);
+    ck_assert_int_eq(cancel_task_join(t, NULL), 0);
+    ck_assert_int_eq(records(), before + 1); /* held by its handle */
+    cancel_task_release(t);
+    ck_assert_int_eq(records(), before);
+    ck_assert_int_eq(cancel_scope_next(s, NULL, NULL, NULL), ECHILD);
+    /* A handle next handed out stays valid until released. */
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, &t), 0);
+    cancel_task_t *got;
+    ck_assert_int_eq(cancel_scope_next(s, NULL, &got, NULL), 0);
+    ck_assert_ptr_eq(got, t);
+    ck_assert_int_eq(records(), before + 1);
+    ck_assert_ptr_nonnull(cancel_task_token(got));
+    cancel_task_release(got);
+    ck_assert_int_eq(records(), before);
+    cancel_task_release(NULL);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(release_of_a_running_task_frees_it_when_it_finishes)
+{
+    long before = records();
+    cancel_scope_t *s = cancel_scope_open(0);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg, NULL, &t), 0);
+    if (_i & 1)
+        tu_latch_wait(&started);
+    /* A next waiting for it gives up: nothing is left to hand out. */
+    struct nexter n = { s, -1, -1, NULL };
+    pthread_t th;
+    tu_thread_start(&th, next_in_thread, &n);
+    cancel_task_release(t);
+    tu_thread_join(th);
+    ck_assert_int_eq(n.rc, ECHILD);
+    tu_latch_post(&release);
+    /* Join waits for it anyway; afterwards nothing is left over. */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    while (records() != before && tu_now_ns() < until)
+        sched_yield();
+    ck_assert_int_eq(records(), before);
+}
+END_TEST
+
+static int task_posts_then_returns(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&runs, 1);
+    return 0;
+}
+
+START_TEST(handle_less_tasks_are_freed_as_soon_as_they_finish)
+{
+    long before = records();
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 2), 0);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_posts_then_returns, NULL, NULL), 0);
+    int64_t until = tu_now_ns() + TU_WAKE_GUARD_NS;
+    while ((atomic_load(&runs) < 1000 || records() != before) && tu_now_ns() < until)
+        sched_yield();
+    /* The scope is still open, and holds nothing of them: not even a
+     * token under its own, so cancelling it walks its live tasks only. */
+    ck_assert_int_eq(atomic_load(&runs), 1000);
+    ck_assert_int_eq(records(), before);
+    ck_assert_ptr_null(cancel_scope_token(s)->first_child);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(join_leaves_no_task_record_or_token_behind)
+{
+    long before = records();
+    cancel_token_t *parent = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(parent, 0);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(cancel_scope_spawn(s, task_posts_then_returns, NULL, NULL), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* At once, not eventually: join returned, so nothing of S is left. */
+    ck_assert_int_eq(records(), before);
+    ck_assert_ptr_null(parent->first_child);
+    cancel_token_unref(parent);
+}
+END_TEST
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* Sanitizers keep freed memory in quarantine and slow each task tenfold:
+ * they run a tenth of the tasks and check the records, not the RSS. */
+enum { MILLION = 100000, CHECK_RSS = 0 };
+#else
+enum { MILLION = 1000000, CHECK_RSS = 1 };
+#endif
+
+START_TEST(a_million_handle_less_tasks_through_one_scope_keep_memory_flat)
+{
+    long before = records();
+    cancel_scope_t *s = cancel_scope_open(0);
+    ck_assert_int_eq(cancel_scope_set_limit(s, 2), 0);
+    long rss0 = 0, peak_records = 0;
+    for (int i = 0; i < MILLION; i++) {
+        ck_assert_int_eq(cancel_scope_spawn(s, task_posts_then_returns, NULL, NULL), 0);
+        if (i == 20000)
+            rss0 = rss_kib(); /* after the warm-up: caches and threads made */
+        long r = records() - before;
+        if (r > peak_records)
+            peak_records = r;
+    }
+    long rss1 = rss_kib();
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), MILLION);
+    /* Limit 2, the one being made, and finished ones on their way out. */
+    ck_assert_int_le(peak_records, 5);
+    if (CHECK_RSS)
+        ck_assert_int_lt(rss1 - rss0, 1024);
+}
+END_TEST
+
+START_TEST(drain_refuses_new_tasks_with_eshutdown_and_leaves_running_ones_alone)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    cancel_token_t *d = cancel_scope_drain_token(s);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_eq(cancel_scope_drain_token(s), d);
+    cancel_task_t *t;
+    ck_assert_int_eq(cancel_scope_spawn(s, task_wait_release_then_return_arg, NULL, &t), 0);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_drain(s, -1), 0);
+    ck_assert_int_eq(cancel_token_reason(d), ECANCELED);
+    ck_assert(!cancel_token_is_cancelled(cancel_task_token(t)));
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, NULL), ESHUTDOWN);
+    ck_assert_int_eq(cancel_scope_try_spawn(s, task_return_arg, NULL, NULL), ESHUTDOWN);
+    ck_assert_int_eq(cancel_scope_start(s, task_return_arg, NULL, NULL, NULL), ESHUTDOWN);
+    ck_assert_int_eq(cancel_scope_drain(s, -1), EALREADY); /* never is not shorter */
+    tu_latch_post(&release);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), 0);
+    ck_assert_int_eq(cancel_scope_drain(NULL, 0), EINVAL);
+    ck_assert_ptr_null(cancel_scope_drain_token(NULL));
+}
+END_TEST
+
+/* An accept loop: waits in its scope's drain token, returns what a wrapped
+ * call would. */
+static int task_accept_loop(void *arg)
+{
+    cancel_scope_t *s = arg;
+    cancel_token_t *prev = cancel_enter(cancel_scope_drain_token(s));
+    tu_latch_post(&started);
+    int rc = block_until_cancelled();
+    cancel_leave(prev);
+    return rc;
+}
+
+START_TEST(drain_stops_an_accept_loop_and_its_ecanceled_is_not_a_failure)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_accept_loop, s, NULL), 0);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_drain(s, -1), 0);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(drain_cancels_the_scope_hard_after_the_grace_when_tasks_still_run)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    int64_t t0 = tu_now_ns();
+    ck_assert_int_eq(cancel_scope_drain(s, 30 * 1000000LL), 0);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    struct timespec guard = in_ns(TU_WAKE_GUARD_NS);
+    ck_assert_int_eq(cancel_token_wait(cancel_scope_token(s), &guard), 0);
+    ck_assert_int_ge(tu_now_ns() - t0, 30 * 1000000LL);
+    ck_assert_int_eq(cancel_token_reason(cancel_scope_token(s)), ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0); /* the hard cancel's ECANCELED */
+}
+END_TEST
+
+START_TEST(drain_with_zero_grace_cancels_at_once_and_a_second_drain_only_shortens)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_block, NULL, NULL), 0);
+    tu_latch_wait(&started);
+    ck_assert_int_eq(cancel_scope_drain(s, 3600 * 1000000000LL), 0);
+    ck_assert_int_eq(cancel_scope_drain(s, 7200 * 1000000000LL), EALREADY);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_drain(s, 0), 0);
+    ck_assert(cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* No task left at the grace: nothing to cancel. */
+    s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_drain(s, 0), 0);
+    ck_assert(!cancel_token_is_cancelled(cancel_scope_token(s)));
+    ck_assert(cancel_token_is_cancelled(cancel_scope_drain_token(s)));
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
+START_TEST(drain_token_is_a_child_of_the_scope_token)
+{
+    cancel_token_t *root = cancel_token_new();
+    cancel_scope_t *s = cancel_scope_open_in(root, 0);
+    cancel_token_t *d = cancel_scope_drain_token(s);
+    ck_assert(!cancel_token_is_cancelled(d));
+    cancel_token_cancel(root, EPIPE);
+    ck_assert_int_eq(cancel_token_reason(d), EPIPE);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), EPIPE);
+    s = cancel_scope_open_in(NULL, 0);
+    d = cancel_scope_drain_token(s);
+    cancel_scope_cancel(s);
+    ck_assert_int_eq(cancel_token_reason(d), ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    /* Asked for only after the drain began: born cancelled. */
+    s = cancel_scope_open_in(NULL, 0);
+    ck_assert_int_eq(cancel_scope_drain(s, -1), 0);
+    ck_assert_int_eq(cancel_token_reason(cancel_scope_drain_token(s)), ECANCELED);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    cancel_token_unref(root);
+}
+END_TEST
+
+struct drainer {
+    cancel_scope_t *s;
+};
+
+static void *drain_in_thread(void *arg)
+{
+    struct drainer *d = arg;
+    cancel_scope_drain(d->s, -1);
+    return NULL;
+}
+
+START_TEST(drain_racing_a_spawn_either_runs_the_task_or_refuses_it)
+{
+    cancel_scope_t *s = cancel_scope_open_in(NULL, 0);
+    struct drainer d = { s };
+    pthread_t th;
+    tu_thread_start(&th, drain_in_thread, &d);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < 50; i++) {
+        int rc = cancel_scope_spawn(s, task_return_arg, NULL, NULL);
+        ck_assert(rc == 0 || rc == ESHUTDOWN);
+        ok += rc == 0;
+        refused += rc == ESHUTDOWN;
+    }
+    tu_thread_join(th);
+    ck_assert_int_eq(cancel_scope_spawn(s, task_return_arg, NULL, NULL), ESHUTDOWN);
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+    ck_assert_int_eq(atomic_load(&runs), ok); /* every spawn that returned 0 ran */
+    ck_assert_int_eq(ok + refused, 50);
+}
+END_TEST
+
 /* ------------------------------------------------------------ suite */
 
 int main(void)
@@ -1176,6 +2019,29 @@ int main(void)
                     dump_shows_a_task_blocked_in_cancel_read_with_its_fd } },
         { "diagnostics", { dump_lists_live_tasks_with_names_state_and_cancelled_tokens,
                            dump_shows_the_wrapped_call_a_task_is_blocked_in } },
+        { "issue11", { join_waits_for_a_spawn_that_was_waiting_for_a_slot,
+                       callback_of_the_scope_token_that_joins_gets_edeadlk,
+                       callback_of_an_ancestor_token_that_joins_gets_edeadlk,
+                       task_of_a_scope_whose_opener_is_freed_joins_a_nested_scope,
+                       task_that_calls_pthread_exit_finishes_with_eownerdead,
+                       task_that_is_pthread_cancelled_finishes_with_eownerdead,
+                       dump_shows_a_task_waiting_in_spawn_for_a_slot_of_its_own_full_scope } },
+        { "servers", { try_spawn_returns_ebusy_at_once_when_the_limit_is_reached,
+                       start_returns_the_ready_value_while_the_task_goes_on,
+                       start_returns_the_tasks_result_or_echild_when_it_returns_before_started,
+                       start_cancelled_while_waiting_cancels_the_task_waits_and_returns_ecanceled,
+                       start_under_a_deadline_returns_etimedout,
+                       start_returns_ecanceled_when_the_scope_is_cancelled_while_it_waits,
+                       next_hands_out_finished_tasks_in_completion_order_each_once,
+                       next_returns_echild_etimedout_and_is_not_cut_short_by_cancellation,
+                       release_frees_a_finished_task_and_next_no_longer_hands_it_out,
+                       handle_less_tasks_are_freed_as_soon_as_they_finish } },
+        { "drain", { drain_refuses_new_tasks_with_eshutdown_and_leaves_running_ones_alone,
+                     drain_stops_an_accept_loop_and_its_ecanceled_is_not_a_failure,
+                     drain_cancels_the_scope_hard_after_the_grace_when_tasks_still_run,
+                     drain_with_zero_grace_cancels_at_once_and_a_second_drain_only_shortens,
+                     drain_token_is_a_child_of_the_scope_token } },
+        { "memory", { a_million_handle_less_tasks_through_one_scope_keep_memory_flat } },
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         TCase *tc = tcase_create(groups[g].name);
@@ -1183,6 +2049,18 @@ int main(void)
         tcase_set_timeout(tc, TU_TIMEOUT);
         for (int i = 0; i < 16 && groups[g].tests[i]; i++)
             tcase_add_test(tc, groups[g].tests[i]);
+        if (strcmp(groups[g].name, "issue11") == 0)
+            tcase_add_loop_test(tc, join_waits_for_a_spawn_that_was_waiting_for_a_slot, 0, 32);
+        if (strcmp(groups[g].name, "servers") == 0) {
+            tcase_add_loop_test(tc, start_races_its_tasks_end_and_a_cancel, 0, 24);
+            tcase_add_loop_test(tc, next_sees_a_task_that_finishes_while_it_starts_waiting, 0, 32);
+            tcase_add_loop_test(tc, release_of_a_running_task_frees_it_when_it_finishes, 0, 16);
+            tcase_add_loop_test(tc, join_leaves_no_task_record_or_token_behind, 0, 32);
+        }
+        if (strcmp(groups[g].name, "drain") == 0)
+            tcase_add_loop_test(tc, drain_racing_a_spawn_either_runs_the_task_or_refuses_it, 0, 16);
+        if (strcmp(groups[g].name, "memory") == 0)
+            tcase_set_timeout(tc, 600); /* a million tasks on a loaded 2-core machine */
         if (g == 3)
             tcase_add_loop_test(tc, spawned_task_runs_exactly_once_even_if_cancelled_before_it_starts,
                                 0, 16);

@@ -438,6 +438,174 @@ START_TEST(deadlines_fire_in_a_forked_child)
 }
 END_TEST
 
+/* ------------------------------------------------ cancel_token_set_deadline */
+
+START_TEST(set_deadline_arms_a_plain_token_that_fires_etimedout_never_early)
+{
+    cancel_token_t *t = cancel_token_new();
+    int64_t t0 = tu_now_ns();
+    struct timespec at = in_ns(30 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &at), 0);
+    struct timespec got;
+    ck_assert(cancel_token_deadline(t, &got));
+    ck_assert_int_eq(ts_ns(&got), ts_ns(&at));
+    ck_assert_int_eq(await(t), 0);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    ck_assert_int_ge(tu_now_ns() - t0, 30 * MS);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_moves_a_deadline_later_and_it_does_not_fire_at_the_old_one)
+{
+    int64_t t0 = tu_now_ns();
+    cancel_token_t *t = cancel_token_with_timeout(NULL, 200 * MS);
+    struct timespec later = cancel__add_ns(cancel__now(), 400 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &later), 0);
+    struct timespec guard = cancel__add_ns(later, -100 * MS); /* past the old one */
+    ck_assert_int_eq(cancel_token_wait(t, &guard), ETIMEDOUT); /* wait timed out */
+    ck_assert(!cancel_token_is_cancelled(t));
+    ck_assert_int_eq(await(t), 0);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    ck_assert_int_ge(tu_now_ns() - t0, 400 * MS);
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_moves_a_deadline_earlier)
+{
+    cancel_token_t *t = cancel_token_with_timeout(NULL, 60 * 1000 * MS);
+    int64_t t0 = tu_now_ns();
+    struct timespec sooner = in_ns(20 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &sooner), 0);
+    ck_assert_int_eq(await(t), 0);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    ck_assert_int_ge(tu_now_ns() - t0, 20 * MS);
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_null_removes_the_deadline)
+{
+    cancel_token_t *t = cancel_token_with_timeout(NULL, 300 * MS);
+    size_t before = cancel__timer_pending();
+    ck_assert_int_eq(cancel_token_set_deadline(t, NULL), 0);
+    ck_assert_uint_eq(cancel__timer_pending(), before - 1);
+    ck_assert(!cancel_token_deadline(t, NULL));
+    struct timespec guard = in_ns(400 * MS); /* past the removed one */
+    ck_assert_int_eq(cancel_token_wait(t, &guard), ETIMEDOUT);
+    ck_assert(!cancel_token_is_cancelled(t));
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_in_the_past_cancels_before_returning)
+{
+    cancel_token_t *t = cancel_token_new();
+    struct timespec past = { 0, 0 };
+    ck_assert_int_eq(cancel_token_set_deadline(t, &past), 0);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    cancel_token_unref(t);
+    t = cancel_token_with_timeout(NULL, 60 * 1000 * MS);
+    struct timespec now = cancel__now();
+    ck_assert_int_eq(cancel_token_set_deadline(t, &now), 0);
+    ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    ck_assert_uint_eq(cancel__timer_pending(), 0);
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_on_a_cancelled_token_is_ealready_and_bad_input_einval)
+{
+    cancel_token_t *t = cancel_token_new();
+    struct timespec at = in_ns(10 * MS);
+    struct timespec bad = { 1, 1000000000L };
+    struct timespec neg = { 1, -1 };
+    ck_assert_int_eq(cancel_token_set_deadline(NULL, &at), EINVAL);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &bad), EINVAL);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &neg), EINVAL);
+    ck_assert(!cancel_token_deadline(t, NULL));
+    cancel_token_cancel(t, EPIPE);
+    ck_assert_int_eq(cancel_token_set_deadline(t, &at), EALREADY);
+    ck_assert_int_eq(cancel_token_set_deadline(t, NULL), EALREADY);
+    ck_assert_int_eq(cancel_token_reason(t), EPIPE);
+    ck_assert(!cancel_token_deadline(t, NULL));
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_keeps_the_effective_deadline_the_earliest_with_ancestors)
+{
+    cancel_token_t *parent = cancel_token_with_timeout(NULL, 1000 * MS);
+    cancel_token_t *child = cancel_token_child(parent);
+    struct timespec pd, got;
+    ck_assert(cancel_token_deadline(parent, &pd));
+    struct timespec later = in_ns(60 * 1000 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(child, &later), 0);
+    ck_assert(cancel_token_deadline(child, &got));
+    ck_assert_int_eq(ts_ns(&got), ts_ns(&pd));
+    struct timespec sooner = in_ns(10 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(child, &sooner), 0);
+    ck_assert(cancel_token_deadline(child, &got));
+    ck_assert_int_eq(ts_ns(&got), ts_ns(&sooner));
+    ck_assert_int_eq(await(child), 0);
+    ck_assert_int_eq(cancel_token_reason(child), ETIMEDOUT);
+    ck_assert(!cancel_token_is_cancelled(parent));
+    cancel_token_unref(child);
+    cancel_token_unref(parent);
+}
+END_TEST
+
+START_TEST(set_deadline_racing_the_timer_firing_is_either_moved_or_ealready_and_cancelled)
+{
+    /* The old deadline is due about now: the move either wins (the token
+     * is not cancelled before the new deadline) or loses (EALREADY, and
+     * the token is cancelled when set_deadline returns). */
+    cancel_token_t *t = cancel_token_with_timeout(NULL, (_i % 5) * 20000);
+    for (volatile int spin = 0; spin < (_i % 7) * 5000; spin++)
+        ;
+    struct timespec later = in_ns(60 * 1000 * MS);
+    int rc = cancel_token_set_deadline(t, &later);
+    if (rc == EALREADY) {
+        ck_assert_int_eq(cancel_token_reason(t), ETIMEDOUT);
+    } else {
+        ck_assert_int_eq(rc, 0);
+        struct timespec guard = in_ns(5 * MS);
+        ck_assert_int_eq(cancel_token_wait(t, &guard), ETIMEDOUT);
+        ck_assert(!cancel_token_is_cancelled(t));
+    }
+    cancel_token_unref(t);
+}
+END_TEST
+
+START_TEST(set_deadline_moves_one_of_a_hundred_thousand_pending_deadlines)
+{
+    enum { N = 100000 };
+    cancel_token_t **ts = malloc(N * sizeof *ts);
+    for (int i = 0; i < N; i++)
+        ts[i] = cancel_token_with_timeout(NULL, (int64_t)(3600 + i) * 1000 * MS);
+    int64_t t0 = tu_now_ns();
+    for (int k = 0; k < N; k++) {
+        struct timespec at = in_ns((int64_t)(3600 + (k * 7919) % N) * 1000 * MS);
+        ck_assert_int_eq(cancel_token_set_deadline(ts[k], &at), 0);
+    }
+    int64_t per = (tu_now_ns() - t0) / N;
+    ck_assert_uint_eq(cancel__timer_pending(), N);
+    struct timespec soon = in_ns(10 * MS);
+    ck_assert_int_eq(cancel_token_set_deadline(ts[N / 2], &soon), 0);
+    ck_assert_int_eq(await(ts[N / 2]), 0);
+    ck_assert_int_eq(cancel_token_reason(ts[N / 2]), ETIMEDOUT);
+    ck_assert(!cancel_token_is_cancelled(ts[0]));
+    for (int i = 0; i < N; i++)
+        cancel_token_unref(ts[i]);
+    free(ts);
+    ck_assert_uint_eq(cancel__timer_pending(), 0);
+    /* O(log n): a move costs microseconds, not a walk of the heap. */
+    ck_assert_int_lt(per, 200 * 1000);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("timer");
@@ -460,6 +628,15 @@ int main(void)
     tcase_add_test(tc, huge_timeout_saturates_instead_of_overflowing);
     tcase_add_test(tc, timer_thread_sleeps_while_no_deadline_is_due);
     tcase_add_test(tc, deadlines_fire_in_a_forked_child);
+    tcase_add_test(tc, set_deadline_arms_a_plain_token_that_fires_etimedout_never_early);
+    tcase_add_test(tc, set_deadline_moves_a_deadline_later_and_it_does_not_fire_at_the_old_one);
+    tcase_add_test(tc, set_deadline_moves_a_deadline_earlier);
+    tcase_add_test(tc, set_deadline_null_removes_the_deadline);
+    tcase_add_test(tc, set_deadline_in_the_past_cancels_before_returning);
+    tcase_add_test(tc, set_deadline_on_a_cancelled_token_is_ealready_and_bad_input_einval);
+    tcase_add_test(tc, set_deadline_keeps_the_effective_deadline_the_earliest_with_ancestors);
+    tcase_add_loop_test(tc, set_deadline_racing_the_timer_firing_is_either_moved_or_ealready_and_cancelled, 0, 64);
+    tcase_add_test(tc, set_deadline_moves_one_of_a_hundred_thousand_pending_deadlines);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
