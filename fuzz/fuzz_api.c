@@ -18,6 +18,13 @@
  * ran exactly once; after the final cancel every callback still armed ran;
  * the scope joined; no descriptor is left open beyond the fixed ones.
  *
+ * Two self-contained sequences (operation 39) replay, without fork, the
+ * scenarios of issue 11: a spawn waiting for a slot of a limited scope
+ * while another thread joins it (the spawn is valid or EINVAL, never a
+ * use of the freed scope), and a callback run by the cancel of a scope's
+ * token, or of its parent, that joins the scope (EDEADLK, then a plain
+ * join succeeds).
+ *
  * Build and run with fuzz/run.sh.
  */
 #define _GNU_SOURCE 1
@@ -25,12 +32,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { NTOK = 4, NCB = 4, NTASK = 8 };
@@ -139,6 +150,175 @@ static void scope_join(void)
     scope = NULL;
     ntasks = 0;
     CHECK(atomic_load(&task_runs) == spawned);
+}
+
+/* ---- operation 39: the fork-free sequences of issue 11 ---- */
+
+static _Atomic int seq_runs;
+static sem_t seq_gate;          /* the slot holder waits on it */
+
+static int seq_task(void *arg)
+{
+    atomic_fetch_add(&seq_runs, 1);
+    if ((uintptr_t)arg & 1)
+        sem_wait(&seq_gate); /* holds the slot until released */
+    return 0;
+}
+
+struct seq_spawner {
+    cancel_scope_t *s;
+    _Atomic pid_t tid;
+    int rc;
+};
+
+static void *seq_spawner_main(void *p)
+{
+    struct seq_spawner *sp = p;
+    atomic_store(&sp->tid, (pid_t)syscall(SYS_gettid));
+    sp->rc = cancel_scope_spawn(sp->s, seq_task, NULL, NULL);
+    return NULL;
+}
+
+/* True once thread TID sleeps in the kernel (at most 1 s). */
+static bool seq_sleeping(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    for (int k = 0; k < 100000; k++) {
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return false;
+        char buf[256];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')');
+        if (paren && paren[1] == ' ' && paren[2] == 'S')
+            return true;
+        sched_yield();
+    }
+    return false;
+}
+
+/* A scope of limit 1, a task holding the slot, a thread waiting in spawn
+ * for it (asleep there, so its spawn began before the join), then a join
+ * from this thread while the slot frees: the waiting spawn is valid
+ * (0, or ECANCELED after a cancel) and join waits for it. */
+static void seq_limit_spawn_join(uint8_t a)
+{
+    cancel_scope_t *s = cancel_scope_open(0);
+    if (!s)
+        return;
+    atomic_store(&seq_runs, 0);
+    sem_init(&seq_gate, 0, 0);
+    CHECK(cancel_scope_set_limit(s, 1) == 0);
+    int first = cancel_scope_spawn(s, seq_task, (void *)(uintptr_t)1, NULL);
+    CHECK(first == 0 || first == EAGAIN);
+    struct seq_spawner sp = { .s = s, .rc = -1 };
+    atomic_init(&sp.tid, 0);
+    pthread_t th;
+    bool threaded = first == 0 && pthread_create(&th, NULL, seq_spawner_main, &sp) == 0;
+    bool waiting = false;
+    if (threaded) {
+        while (atomic_load(&sp.tid) == 0)
+            sched_yield();
+        waiting = seq_sleeping(atomic_load(&sp.tid));
+        if (!waiting) {
+            /* Not seen waiting: let it finish before the join. */
+            sem_post(&seq_gate);
+            pthread_join(th, NULL);
+            threaded = false;
+            CHECK(sp.rc == 0 || sp.rc == EAGAIN);
+        }
+    }
+    if (a & 8)
+        cancel_scope_cancel(s);
+    if (first == 0 && (waiting || !threaded))
+        sem_post(&seq_gate); /* frees the slot as the join begins */
+    for (int k = 0; k < (a & 7); k++)
+        sched_yield();
+    int rc = cancel_scope_join(s, NULL);
+    CHECK(rc >= 0);
+    int expect = first == 0 ? 1 : 0;
+    if (threaded) {
+        pthread_join(th, NULL);
+        CHECK(sp.rc == 0 || sp.rc == ECANCELED || sp.rc == EAGAIN);
+    }
+    if (sp.rc == 0)
+        expect++;
+    sem_destroy(&seq_gate);
+    CHECK(atomic_load(&seq_runs) == expect);
+}
+
+static int seq_blocked_read(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&seq_runs, 1);
+    char b;
+    ssize_t r = cancel_read(pipefd[0], &b, 1);
+    CHECK(r == -1 && (errno == ECANCELED || errno == ETIMEDOUT));
+    return 0;
+}
+
+struct seq_joiner {
+    cancel_scope_t *s;
+    _Atomic int rc;
+};
+
+static void seq_join_cb(void *arg, int reason)
+{
+    (void)reason;
+    struct seq_joiner *j = arg;
+    atomic_store(&j->rc, cancel_scope_join(j->s, NULL));
+}
+
+/* A callback on the scope's token (or on its parent) joins the scope while
+ * a task is blocked in a wrapped call: EDEADLK, not a hang. */
+static void seq_callback_joins(uint8_t a)
+{
+    if (in_pipe > 0)
+        return;   /* the task must block */
+    bool on_parent = a & 0x10;
+    cancel_token_t *parent = on_parent ? cancel_token_new() : NULL;
+    if (on_parent && !parent)
+        return;
+    cancel_scope_t *s = on_parent ? cancel_scope_open_in(parent, 0) : cancel_scope_open(0);
+    if (!s) {
+        cancel_token_unref(parent);
+        return;
+    }
+    atomic_store(&seq_runs, 0);
+    int spawned_here = cancel_scope_spawn(s, seq_blocked_read, NULL, NULL) == 0;
+    if (!spawned_here) {
+        CHECK(cancel_scope_join(s, NULL) >= 0);
+        cancel_token_unref(parent);
+        return;
+    }
+    struct seq_joiner j = { .s = s, .rc = -1 };
+    cancel_callback_t cb;
+    CHECK(cancel_callback_add(&cb, on_parent ? parent : cancel_scope_token(s),
+                              seq_join_cb, &j) == 0);
+    if (on_parent)
+        cancel_token_cancel(parent, ECANCELED);
+    else
+        cancel_scope_cancel(s);
+    CHECK(atomic_load(&j.rc) == EDEADLK);
+    cancel_callback_remove(&cb);
+    CHECK(cancel_scope_join(s, NULL) >= 0);
+    CHECK(atomic_load(&seq_runs) == spawned_here);
+    cancel_token_unref(parent);
+}
+
+/* The two sequences need scope.c's fixes for issue 11 (bugs 1 and 6: a
+ * spawn waiting for a slot during a join, a callback that joins), which
+ * came with cancel_scope_try_spawn.  In a tree without them this weak
+ * reference is NULL and the sequences are skipped, so that replaying the
+ * corpus there does not hang. */
+extern const char scope_fixes_probe __asm__("cancel_scope_try_spawn") __attribute__((weak));
+
+static bool scope_fixes(void)
+{
+    return &scope_fixes_probe != NULL;
 }
 
 static void op(uint8_t code, uint8_t a)
@@ -539,6 +719,14 @@ static void op(uint8_t code, uint8_t a)
         break;
     }
     default:
+        if (a % 4 == 1 && scope_fixes()) {
+            seq_limit_spawn_join(a);
+            break;
+        }
+        if (a % 4 == 2 && scope_fixes()) {
+            seq_callback_joins(a);
+            break;
+        }
         cancel_token_unref(NULL);
         CHECK(!cancel_token_cancel(NULL, a));
         CHECK(cancel_token_reason(NULL) == 0);
