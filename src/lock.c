@@ -324,6 +324,15 @@ void cancel__lock_atfork_child(void)
             link = &rec->next;
             continue;
         }
+        /* A callback that thread was running never finishes here: take its
+         * frames off their tokens' lists (its stack is still mapped), or a
+         * cancel of an ancestor would wait for it for ever.  The reference
+         * that thread held on the token is lost with it, like any other. */
+        for (struct cancel_frame *f = rec->frames; f; f = f->outer) {
+            *f->node.prev_link = f->node.next;
+            if (f->node.next)
+                f->node.next->prev_link = f->node.prev_link;
+        }
         if (rec->tls_own) {
             /* Another thread's TLS: its memory may serve a new thread. */
             *link = rec->next;

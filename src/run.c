@@ -108,16 +108,19 @@ bool cancel__run_callback_locked(cancel_token_t *t, struct cancel_cb *cb)
 
     /* From here on CB belongs to FN, which may free it: never touch it again. */
     fn(arg, reason);
-    cancel__lock(&me->lock);
-    me->frames = f.outer;
-    cancel__unlock(&me->lock);
 
+    /* Off both lists in one critical section of T's lock, as it went on:
+     * so a fork (which waits until no token lock is held) finds each frame
+     * of a thread that is gone on both lists or on neither. */
     cancel__token_lock(t);
     *f.node.prev_link = f.node.next;
     if (f.node.next)
         f.node.next->prev_link = f.node.prev_link;
-    /* Under T's lock, after the unlink: see the pairing above.  The record
-     * lock orders a remove's wait the same way. */
+    cancel__lock(&me->lock);
+    me->frames = f.outer;
+    cancel__unlock(&me->lock);
+    /* Under T's lock, after both unlinks: see the pairing above (the
+     * record's lock orders a remove's wait, T's a cancel's). */
     if (__builtin_expect(atomic_load_explicit(&graph_waiters, memory_order_relaxed) != 0, 0)) {
         cancel__token_unlock(t);
         graph_broadcast();

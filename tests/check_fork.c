@@ -235,6 +235,74 @@ static void assert_child_ok(struct outcome o, const char *what)
                   WEXITSTATUS(o.status));
 }
 
+/* ------------- a callback another thread was running at the fork (core) */
+
+/* Thread B runs a callback of T (a child of R) that blocks; the main
+ * thread forks; the child cancels R.  The run walk reaches T, where B's
+ * frame said "still running": B does not exist in the child, so the child
+ * must not wait for it (it hung for ever, found by verify/'s review). */
+struct ghost {
+    cancel_token_t *r, *t;
+    tu_latch_t entered, release;
+};
+
+static void ghost_fn(void *arg, int reason)
+{
+    struct ghost *g = arg;
+    (void)reason;
+    tu_latch_post(&g->entered);
+    tu_latch_wait(&g->release);
+}
+
+static void *ghost_canceller(void *arg)
+{
+    struct ghost *g = arg;
+    cancel_token_cancel(g->t, EPIPE);
+    return NULL;
+}
+
+static void count_run(void *arg, int reason)
+{
+    (void)reason;
+    (*(int *)arg)++;
+}
+
+static int ghost_child(void *arg)
+{
+    struct ghost *g = arg;
+    if (!cancel_token_cancel(g->r, ECANCELED))
+        return 1;
+    if (!cancel_token_is_cancelled(g->t))
+        return 2;
+    cancel_callback_t cb;
+    int ran = 0;
+    if (cancel_callback_add(&cb, g->t, count_run, &ran) != 1 || ran != 1)
+        return 3; /* T is cancelled: a new callback runs at once */
+    return 0;
+}
+
+START_TEST(a_child_cancels_an_ancestor_of_a_callback_that_another_thread_was_running)
+{
+    struct ghost g;
+    g.r = cancel_token_new();
+    g.t = cancel_token_child(g.r);
+    tu_latch_init(&g.entered);
+    tu_latch_init(&g.release);
+    cancel_callback_t cb;
+    ck_assert_int_eq(cancel_callback_add(&cb, g.t, ghost_fn, &g), 0);
+    pthread_t b;
+    tu_thread_start(&b, ghost_canceller, &g);
+    tu_latch_wait(&g.entered); /* fn runs on B, its frame on T */
+    struct outcome o = run_child(ghost_child, &g);
+    tu_latch_post(&g.release);
+    tu_thread_join(b);
+    assert_child_ok(o, "cancel of R in the child");
+    ck_assert(!cancel_callback_remove(&cb));
+    cancel_token_unref(g.t);
+    cancel_token_unref(g.r);
+}
+END_TEST
+
 /* ------------------------------------------------------ the child's work */
 
 static int flag_task(void *arg)
@@ -860,6 +928,7 @@ static Suite *suite(void)
     tcase_add_test(bugs, child_first_spawn_runs_although_a_worker_was_idle_at_the_fork);
     tcase_add_test(bugs, children_forked_while_threads_hold_library_locks_do_not_hang);
     tcase_add_test(bugs, a_signal_registration_stays_in_force_in_a_child_forked_without_exec);
+    tcase_add_test(bugs, a_child_cancels_an_ancestor_of_a_callback_that_another_thread_was_running);
     suite_add_tcase(s, bugs);
 
     TCase *spec = tcase_create("spec");

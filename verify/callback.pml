@@ -1,407 +1,502 @@
 /*
- * callback.pml - callback add/remove against cancel (Promela, for spin).
+ * callback.pml - the callback protocol of the per-token core (Promela,
+ * for spin): who runs or removes an armed callback, waiting for a run
+ * under way, and when the callback's and the token's memory may go.
  *
  * Mirrors, function by function:
- *   src/callback.c  cancel_callback_add, cancel_callback_remove, runner_of
- *   src/token.c     cancel_token_cancel_at, transition_locked,
- *                   cancel__run_callback_locked, cancel__op_begin_locked,
- *                   cancel__op_end_locked
- *   src/lock.c      cancel__lock, cancel__unlock, cancel__wait_locked,
- *                   cancel__broadcast_locked
+ *   src/callback.c  cancel_callback_add (armed, or run_inline_locked on a
+ *                   cancelled token), cancel_callback_remove (the CAS
+ *                   ARMED -> REMOVING before the token lock, then unlink,
+ *                   cancel__drop_hold_locked, unref), remove_unarmed
+ *   src/run.c       cancel__run_callback_locked (frame pushed on the
+ *                   thread record under the record lock, RUNNER, the CAS
+ *                   ARMED -> RUNNING, the frame replaces the callback on
+ *                   the token's list, fn with the token unlocked, record
+ *                   frame popped, token frame unlinked, GRAPH_WAITERS read
+ *                   under the token lock, graph_broadcast),
+ *                   cancel__wait_callback and runs (the record's frames,
+ *                   never the token), cancel__wait_foreign_runs_locked and
+ *                   foreign_run_locked, graph_enter, graph_leave
+ *   src/token.c     cancel_token_cancel_at (flag, reference, run walk),
+ *                   run_subtree and run_node_locked for a leaf (claim the
+ *                   listed ARMED callbacks, wait for foreign runs, drop
+ *                   the hold), cancel_token_unref and release_locked
+ *                   (CANCEL_REFS_HOLD: listed callbacks keep a released
+ *                   token), token_free
+ *   src/internal.h  cancel__drop_hold_locked
  *
- * What is modelled.  One token (never freed: its owners hold references),
- * two callbacks cb 0 and cb 1, each owned by its own thread, and two
- * threads that cancel the token at the same time.  Everything the C code
- * guards with cancel__lock is guarded here by LOCK; what it does with the
- * lock dropped (running fn) is done here with LOCK free, so spin explores
- * every interleaving of the unlocked parts.  Each fn runs in the thread
- * that runs it in C (the cancelling thread, or the adder on the inline
- * path), because remove's "called from inside fn" test is a thread
- * identity test (pthread_equal on the op record).  fn may remove itself
- * (SPEC: returns false at once) and, in the "fn frees" ownership mode, free
- * its own storage (SPEC: the library never touches cb after fn returns).
- *
- * Abstractions.  The token's callback list and a cancel's pending list are
- * kept as one location per callback (LOC_TOKEN, LOC_PENDING): C unlinks in
- * O(1) through prev_link, which the model does not need.  A cancel runs
- * its pending callbacks in list order; here it picks any pending one, a
- * superset of the orders C can produce.  The wait queue (a futex on a
- * sequence counter) is "sleep until the counter moved", plus at most one
- * spurious wakeup (EINTR) in the whole run so that the re-check loops are
- * exercised without making waiting look like spinning to spin.
+ * What is modelled.  One token T (a root: its children are tree.pml's
+ * business), NCB callbacks (2 by default), each owned by its own thread,
+ * and a cancelling thread.  T starts with a reference for each of them.
+ * Each owner picks what its fn does (returns; removes its own callback
+ * from inside; frees the callback's storage, in which case the owner never
+ * touches it again), adds its callback (armed, or run inline if the cancel
+ * came first), maybe releases its reference at once (then the listed
+ * callback alone keeps T), removes the callback (unless fn frees it),
+ * frees its storage, and releases its reference if it still has it.  The
+ * canceller cancels T and releases its reference.  Memory is valid/freed
+ * flags: the token is freed when its count reaches 0, a callback when its
+ * owner (or fn) frees it; every access the library makes asserts the
+ * memory is valid, locking T included (a lock on a freed token is a use
+ * after free even while it waits).  Locks (T's, each record's, the graph
+ * mutex) are test-and-set: critical sections whose accesses are all
+ * guarded by the lock are one atomic step.  The condition variable is a
+ * flag per waiter: cond_wait clears the mutex and sets it in one step, a
+ * broadcast clears them all, a waiter wakes once its flag is clear and the
+ * mutex free, or spuriously (once in the whole run).  A cancel picks any armed listed callback, a superset of the
+ * list order C uses.  Sequentially consistent: every atomic the protocol
+ * relies on is acquire/release or under a lock.
  *
  * Properties (all checked exhaustively; see verify/run.sh):
- *   P1 exactly once: at the end, a callback whose remove returned true ran
- *      0 times, any other ran exactly once (the token is always cancelled);
- *      fn never runs twice (assert in fn).
- *   P2 no use after remove / after free: every access the library makes to
- *      a callback's storage asserts the storage is not freed; the owner
- *      frees it right after remove returns (or fn frees it itself), so a
- *      fn that is still running or starts later, or a list that still
- *      links the callback, trips the assertion.  A remove that unlinks a
- *      callback from a cancel's pending list (whose head lives on the
- *      cancelling thread's stack) finds that cancel still under way.
- *   P3 remove waits: when remove returns in another thread no op records
- *      the callback as running.
- *   P4 remove from inside fn returns false at once: it never reaches the
- *      wait, and returns false.
- *   P5 inline path: add on a cancelled token returns 1 after running fn
- *      once in the adder's own thread; add returning 0 means fn has not run
- *      in the adder's thread.
- *   P6 the reason is set once: exactly one of the two cancels transitions
- *      the token (returns true), the other returns false.
- *   P7 no deadlock: spin's invalid end states (a thread stuck in lock,
- *      in the wait queue or in remove), and the LTL property all_return:
- *      every thread eventually returns (no livelock in the wait loops).
+ *   C1 exactly once: fn never starts twice (assert in fn); at the end a
+ *      callback whose remove returned true never ran, any other ran once.
+ *   C2 after remove returns (in the owner) fn is not running and never
+ *      starts (asserts at the return and at fn's start).
+ *   C3 self-remove from inside fn returns false at once: never waits.
+ *   C4 no use after free: no access to a freed callback (after fn freed
+ *      it, or after the owner freed it) or to the freed token.
+ *   C5 no leak: at the end T is freed (every reference and the hold gone).
+ *   C6 no lost wake-up, no deadlock: no invalid end state (a remover or a
+ *      canceller asleep on the condition variable for good, a thread stuck
+ *      on a lock), nobody left counted in GRAPH_WAITERS; and the LTL
+ *      property all_done: every thread returns.
  *
- * Seeded bugs, to show the model can fail (run.sh expects errors):
- *   -DBROKEN_NOWAIT  remove of a RUNNING callback returns without waiting.
- *                    spin: "assertion violated (who==255)", P3: the owner's
- *                    remove returned while a cancel still ran fn (the owner
- *                    would free cb under it).
- *   -DBROKEN_SELF    remove does not test for its own thread.  spin:
- *                    "assertion violated (!(in_fn[_pid])||...)", P4: a fn
- *                    that removes itself goes to wait for itself (without
- *                    that assertion: an invalid end state, a deadlock).
- *   -DBROKEN_TOUCH   the cancelling thread writes the callback after fn
- *                    returns.  spin: "assertion violated !(freed[cb])",
- *                    P2: a fn that freed its own storage (SPEC allows it).
+ * Seeded bugs (run.sh expects errors):
+ *   -DBROKEN_LOCK_FIRST  remove locks the token before its CAS.  spin:
+ *              "assertion violated (tok_valid)": the cancel ran the
+ *              callback, fn returned, the run walk dropped the hold and
+ *              every reference went: T is freed, and remove locks it.
+ *   -DBROKEN_LATE_FRAME  the runner pushes its record frame after the
+ *              CAS.  spin: "assertion violated": remove reads RUNNING,
+ *              finds no frame on the runner's record, returns false, and
+ *              the owner frees the callback while fn is about to run.
+ *   -DBROKEN_EARLY_WAITERS  the runner reads GRAPH_WAITERS before it
+ *              unlinks its frames.  spin: "invalid end state": it reads 0,
+ *              the remover counts itself in, finds the frame, sleeps; the
+ *              runner unlinks the frame and broadcasts nothing.
  */
 
-#define NCB      2          /* callbacks */
-#define NPROC    6          /* init, 2 cancellers, 2 owners, spare */
-#define NOBODY   255
+#ifndef NCB
+#define NCB      2
+#endif
+#define NPROC    5          /* init, the canceller (1), owners (2..), at most 3 */
+#define CANCELLER 1
 
-/* struct cancel_cb.state (CANCEL_CB_*); UNSET: storage not yet armed. */
-#define ST_UNSET   0
-#define ST_ARMED   1
-#define ST_RUNNING 2
-#define ST_IDLE    3
+/* struct cancel_cb.state */
+#define ST_UNSET    0
+#define ST_ARMED    1
+#define ST_REMOVING 2
+#define ST_RUNNING  3
+#define ST_IDLE     4
 
-/* Where an armed callback is linked. */
-#define LOC_NONE    0
-#define LOC_TOKEN   1       /* t->callbacks */
-#define LOC_PENDING 2       /* a cancel's struct pending */
-
-/* Ownership modes of an owner thread. */
-#define MODE_REMOVE  0      /* add; remove; remove again; free */
-#define MODE_FNFREES 1      /* add; never remove; fn frees its own storage */
-
-/* ---- cancel__lock and the wait queue (lock.c) ---- */
-byte lock_holder;           /* 0: free, else _pid + 1 */
-byte wait_seq;              /* wait_seq: bumped by a broadcast */
-byte waiters;
-byte spurious = 1;          /* spurious wakeups left in the run */
+/* What an owner's fn does. */
+#define FN_RETURNS  0
+#define FN_SELF_REMOVE 1
+#define FN_FREES    2
 
 /* ---- the token ---- */
-bit  reason;                /* t->reason != 0 */
-byte transitions;           /* cancels that returned true */
-byte pending_owner;         /* _pid whose stack holds the pending list */
+bit  tok_valid = 1;
+bit  reason;
+byte refs = NCB + 1;        /* the count (REFS & CANCEL_REFS_COUNT) */
+bit  hold;                  /* CANCEL_REFS_HOLD */
+byte tlock;                 /* 0 free, else the holder's _pid */
+bit  listed[NCB];           /* on T's CALLBACKS list */
+bit  tframe[NPROC];         /* the thread's run frame on T's list */
 
 /* ---- callbacks ---- */
 byte state[NCB];
-byte loc[NCB];
+byte runner[NCB];
+bit  cb_valid[NCB];
 byte mode[NCB];
-bit  freed[NCB];            /* the owner (or fn) released the storage */
-byte runs[NCB];             /* times fn started */
-byte ran_on[NCB];           /* _pid fn last ran on */
-bit  removed_true[NCB];     /* the owner's remove returned true */
+byte ran[NCB];              /* times fn started */
+bit  running[NCB];          /* fn between start and return */
+bit  gone[NCB];             /* the owner's remove returned */
+bit  removed_true[NCB];
 
-/* ---- struct cancel_op records: one per thread (ops list) ---- */
-bit  op_active[NPROC];
-byte op_running[NPROC];     /* callback index + 1, 0: none */
-bit  in_fn[NPROC];          /* this thread is inside a fn */
+/* ---- thread records ---- */
+byte rlock[NPROC];          /* record lock, 0 free, else holder's _pid */
+byte rframe[NPROC];         /* FRAMES: callback + 1 that it runs, 0 none */
+bit  infn[NPROC];
 
-byte done;                  /* threads that returned */
+/* ---- the wait graph ---- */
+byte gmu;                   /* graph mutex holder, 0 free */
+byte gwaiters;              /* GRAPH_WAITERS */
+bit  spurious = 1;          /* spurious pthread_cond_wait returns left */
+bit  cvw[NPROC];            /* asleep on the condition variable */
 
-inline lock()
+byte done;
+
+#define anyframe (tframe[1] || tframe[2] || tframe[3] || tframe[4])
+#define anylisted (listed[0] || listed[NCB - 1])
+#define foreign(me) ((tframe[1] && me != 1) || (tframe[2] && me != 2) || \
+                     (tframe[3] && me != 3) || (tframe[4] && me != 4))
+
+inline tok_lock()
 {
-    atomic { lock_holder == 0 -> lock_holder = _pid + 1 }
+    assert(tok_valid);
+    atomic { tlock == 0 -> assert(tok_valid); tlock = _pid }
 }
 
-inline unlock()
+inline tok_unlock()
 {
-    assert(lock_holder == _pid + 1);
-    lock_holder = 0
+    assert(tlock == _pid && tok_valid);
+    tlock = 0
 }
 
-/* cancel__wait_locked: read the counter under the lock, unlock, sleep while
- * it is unchanged (FUTEX_WAIT returns at once if it already moved). */
-inline wait_locked()
+inline gmu_lock()
 {
-    seq = wait_seq;
-    waiters++;
-    unlock();
-    if
-    :: wait_seq != seq
-    :: atomic { spurious > 0 -> spurious-- }
-    fi;
-    lock();
-    waiters--
+    atomic { gmu == 0 -> gmu = _pid }
 }
 
-/* cancel__broadcast_locked */
-inline broadcast_locked()
+/* pthread_cond_wait(&graph_cv, &graph_mu) */
+inline cond_wait()
 {
-    if
-    :: waiters > 0 -> wait_seq++
-    :: else
+    atomic { assert(gmu == _pid); cvw[_pid] = 1; gmu = 0 };
+    if                                  /* woken, or spuriously once per run */
+    :: atomic { !cvw[_pid] && gmu == 0 -> gmu = _pid }
+    :: atomic { spurious && gmu == 0 -> spurious = 0; cvw[_pid] = 0; gmu = _pid }
     fi
 }
 
-/* The library reads or writes callback CB's storage. */
-inline touch(cb)
+/* pthread_cond_broadcast, graph mutex held */
+inline broadcast()
 {
-    assert(!freed[cb])
+    d_step { assert(gmu == _pid); cvw[0] = 0; cvw[1] = 0; cvw[2] = 0; cvw[3] = 0; cvw[4] = 0 }
 }
 
-/* Every callback still linked on a list is live (neighbours' prev_link and
- * next are written when a list changes). */
-inline lists_live()
+inline graph_broadcast()
 {
-    assert((loc[0] == LOC_NONE || !freed[0]) && (loc[1] == LOC_NONE || !freed[1]))
+    gmu_lock(); broadcast(); gmu = 0
 }
 
-inline op_begin()
+inline graph_enter()
 {
-    op_active[_pid] = 1;
-    op_running[_pid] = 0
+    atomic { gmu == 0 -> gmu = _pid; gwaiters++ }
 }
 
-inline op_end()
+inline graph_leave()
 {
-    op_active[_pid] = 0;
-    broadcast_locked()
+    atomic { gwaiters--; gmu = 0 }
 }
 
-/* runner_of: the thread whose op runs CB's fn, or NOBODY. */
-inline runner_of(cb, who)
+/* runs(owner, cb): under the owner's record lock. */
+inline runs(o, cb, found)
+{
+    atomic { rlock[o] == 0 -> found = (rframe[o] == cb + 1) }
+}
+
+/* Push/pop our record frame: one critical section of the record lock. */
+inline rec_push(cb)
+{
+    atomic { rlock[_pid] == 0 -> rframe[_pid] = cb + 1 }
+}
+
+inline rec_pop()
+{
+    atomic { rlock[_pid] == 0 -> rframe[_pid] = 0 }
+}
+
+/* cancel__drop_hold_locked (T locked) */
+inline drop_hold(f)
 {
     d_step {
-        who = NOBODY;
-        k = 0;
-        do
-        :: k < NPROC && op_active[k] && op_running[k] == cb + 1 -> who = k; break
-        :: k < NPROC && !(op_active[k] && op_running[k] == cb + 1) -> k++
-        :: k >= NPROC -> break
-        od;
-        k = 0
+        assert(tlock == _pid);
+        if
+        :: hold && !anylisted && !anyframe -> hold = 0; f = 1
+        :: else -> f = 0
+        fi
     }
 }
 
-/* cancel_callback_remove(cb) -> res */
-inline cb_remove(cb, res)
+/* cancel_token_unref(T), T a root */
+inline unref()
 {
-    lock();
-    touch(cb);
-    if
-    :: state[cb] == ST_ARMED && loc[cb] == LOC_TOKEN ->
-        loc[cb] = LOC_NONE;             /* unlinked from t->callbacks */
-        lists_live();
-        state[cb] = ST_IDLE;
-        res = true
-    :: state[cb] == ST_ARMED && loc[cb] == LOC_PENDING ->
-        /* prev_link may point at pending.head, on the canceller's stack. */
-        assert(op_active[pending_owner]);
-        loc[cb] = LOC_NONE;             /* unlinked from a cancel's pending list */
-        lists_live();
-        state[cb] = ST_IDLE;
-        res = true
-    :: state[cb] == ST_RUNNING ->
-#ifdef BROKEN_NOWAIT
-        state[cb] = ST_IDLE;
-#else
-        self = false;
-        do
-        :: true ->
-            runner_of(cb, who);
-            if
-            :: who == NOBODY -> break
-#ifndef BROKEN_SELF
-            :: who == _pid -> self = true; break     /* from inside fn */
-#endif
-            :: else ->
-                assert(!in_fn[_pid] || op_running[_pid] != cb + 1);  /* P4 */
-                wait_locked()
-            fi
-        od;
+    atomic {
+        assert(tok_valid);
         if
-        :: !self -> state[cb] = ST_IDLE
+        :: refs > 1 -> refs--; u_last = 0
+        :: else -> u_last = 1
+        fi
+    };
+    if
+    :: u_last ->
+        tok_lock();
+        d_step {                        /* release_locked */
+            assert(refs == 1 && !hold); /* else released_twice */
+            if
+            :: anylisted || anyframe -> hold = 1; u_dead = 0
+            :: else -> refs = 0; u_dead = 1
+            fi
+        };
+        tok_unlock();
+        if
+        :: u_dead -> tok_valid = 0      /* token_free */
         :: else
         fi;
-#endif
-        res = false
-    :: state[cb] == ST_IDLE || state[cb] == ST_UNSET ->
-        res = false
-    fi;
-    unlock()
+        u_dead = 0; u_last = 0
+    :: else
+    fi
 }
 
-/* The user's fn, run by the thread that runs it in C. */
+/* The callback's fn, on the runner's thread. */
 inline fn(cb)
 {
-    assert(!freed[cb]);                                 /* P2 */
-    runs[cb]++;
-    assert(runs[cb] == 1);                              /* P1: at most once */
-    ran_on[cb] = _pid;
-    in_fn[_pid] = 1;
+    d_step {
+        assert(!gone[cb]);              /* C2: never starts after remove returned */
+        assert(ran[cb] == 0);           /* C1 */
+        ran[cb] = 1; running[cb] = 1
+    };
     if
-    :: true ->                                          /* removes itself */
-        cb_remove(cb, fres);
-        assert(fres == false)                           /* P4 */
-    :: true
+    :: mode[cb] == FN_SELF_REMOVE ->
+        infn[_pid] = 1;
+        remove(cb, f_res);
+        assert(!f_res);                 /* C3 */
+        infn[_pid] = 0
+    :: mode[cb] == FN_FREES -> cb_valid[cb] = 0
+    :: else
     fi;
-    in_fn[_pid] = 0;
-    assert(!freed[cb]);                                 /* P2: still ours */
+    running[cb] = 0
+}
+
+/* cancel__wait_callback(cb) -> ok (false: fn runs on this very thread) */
+inline wait_callback(cb, ok)
+{
+    atomic { assert(cb_valid[cb]); w_o = runner[cb] };
+    runs(w_o, cb, w_f);
     if
-    :: mode[cb] == MODE_FNFREES -> freed[cb] = 1        /* fn frees its cb */
+    :: !w_f -> ok = 1
+    :: w_f && w_o == _pid -> ok = 0
+    :: w_f && w_o != _pid ->
+        assert(!infn[_pid]);            /* C3: self-remove never waits */
+        graph_enter();
+        do
+        :: true ->
+            runs(w_o, cb, w_f);
+            if
+            :: w_f -> cond_wait()
+            :: else -> break
+            fi
+        od;
+        graph_leave();
+        ok = 1
+    fi;
+    w_o = 0; w_f = 0
+}
+
+/* cancel_callback_remove(cb) -> res */
+inline remove(cb, res)
+{
+#ifdef BROKEN_LOCK_FIRST
+    atomic { assert(cb_valid[cb]) };    /* t = cb->token */
+    tok_lock();
+#endif
+    atomic {
+        assert(cb_valid[cb]);
+        r_s = state[cb];
+        if
+        :: r_s == ST_ARMED -> state[cb] = ST_REMOVING
+        :: else
+        fi
+    };
+    if
+    :: r_s == ST_ARMED ->
+#ifndef BROKEN_LOCK_FIRST
+        tok_lock();
+#endif
+        d_step { assert(cb_valid[cb]); listed[cb] = 0; state[cb] = ST_IDLE };
+        drop_hold(r_f);
+        tok_unlock();
+        if
+        :: r_f -> unref()               /* release_and_report_removed */
+        :: else
+        fi;
+        res = 1
+    :: r_s == ST_RUNNING ->
+#ifdef BROKEN_LOCK_FIRST
+        tok_unlock();
+#endif
+        wait_callback(cb, r_f);         /* remove_unarmed */
+        if
+        :: r_f -> atomic { assert(cb_valid[cb]); state[cb] = ST_IDLE }
+        :: else
+        fi;
+        res = 0
+    :: else ->
+#ifdef BROKEN_LOCK_FIRST
+        tok_unlock();
+#endif
+        res = 0
+    fi;
+    r_s = 0; r_f = 0
+}
+
+/* cancel__run_callback_locked(T, cb) -> rc_ok (T locked, referenced) */
+inline run_callback(cb)
+{
+    assert(tlock == _pid && tok_valid);
+#ifndef BROKEN_LATE_FRAME
+    rec_push(cb);                       /* on the record before the claim */
+#endif
+    atomic {
+        assert(cb_valid[cb]);
+        runner[cb] = _pid;
+        if
+        :: state[cb] == ST_ARMED -> state[cb] = ST_RUNNING; rc_ok = 1
+        :: else -> rc_ok = 0
+        fi
+    };
+    if
+    :: !rc_ok ->
+#ifndef BROKEN_LATE_FRAME
+        rec_pop()
+#else
+        skip
+#endif
+    :: rc_ok ->
+#ifdef BROKEN_LATE_FRAME
+        rec_push(cb);
+#endif
+        /* the frame takes the callback's place; read fn, arg, reason */
+        d_step { assert(cb_valid[cb] && tok_valid); listed[cb] = 0; tframe[_pid] = 1 };
+        tok_unlock();
+        fn(cb);                         /* CB is FN's from here on */
+#ifdef BROKEN_EARLY_WAITERS
+        rc_w = gwaiters;
+#endif
+        rec_pop();
+        tok_lock();
+        tframe[_pid] = 0;
+#ifndef BROKEN_EARLY_WAITERS
+        rc_w = gwaiters;                /* under T's lock, after the unlinks */
+#endif
+        if
+        :: rc_w -> tok_unlock(); graph_broadcast(); tok_lock()
+        :: else
+        fi;
+        rc_w = 0
+    fi
+}
+
+/* cancel__wait_foreign_runs_locked(T) */
+inline wait_foreign_runs()
+{
+    if
+    :: foreign(_pid) ->
+        tok_unlock();
+        graph_enter();
+        tok_lock();
+        do
+        :: foreign(_pid) -> tok_unlock(); cond_wait(); tok_lock()
+        :: else -> break
+        od;
+        broadcast();
+        graph_leave()
     :: else
     fi
 }
 
-/* cancel__run_callback_locked: called and returns with the lock held. */
-inline run_callback_locked(cb)
-{
-    touch(cb);                          /* fn = cb->fn; arg = cb->arg */
-    op_running[_pid] = cb + 1;
-    unlock();
-    fn(cb);                             /* cb may be freed from here on */
-    lock();
-#ifdef BROKEN_TOUCH
-    touch(cb);                          /* e.g. cb->state = ST_IDLE */
-#endif
-    op_running[_pid] = 0;
-    broadcast_locked()
-}
-
-/* cancel_callback_add(cb, t, fn, arg) -> res */
-inline cb_add(cb, res)
-{
-    touch(cb);                          /* fn, arg, token, next, prev_link */
-    lock();
-    if
-    :: reason == 0 ->
-        loc[cb] = LOC_TOKEN;            /* pushed on t->callbacks */
-        state[cb] = ST_ARMED;
-        unlock();
-        res = 0
-    :: else ->                          /* already cancelled: run inline */
-        state[cb] = ST_RUNNING;
-        op_begin();
-        run_callback_locked(cb);
-        op_end();
-        unlock();
-        res = 1
-    fi
-}
-
-/* transition_locked for the one token: set the reason once, move its
- * callbacks to the pending list. */
-inline transition_locked()
-{
-    assert(reason == 0);                                /* P6 */
-    reason = 1;
-    pending_owner = _pid;
-    k = 0;
-    do
-    :: k < NCB && loc[k] == LOC_TOKEN ->
-        touch(k);                       /* last->reason = reason; links */
-        loc[k] = LOC_PENDING;
-        k++
-    :: k < NCB && loc[k] != LOC_TOKEN -> k++
-    :: k >= NCB -> break
-    od;
-    k = 0;
-    lists_live()
-}
-
-/* cancel_token_cancel_at(t, ECANCELED) */
 proctype canceller()
 {
-    byte k, cb, seq, who, fres;
-    bool self;
+    byte rc_ok, rc_w, f_res, r_s, r_f, w_o, w_f, u_last, u_dead;
+    bit  dorun;
 
+    atomic { assert(tok_valid); !reason };  /* the unlocked fast check */
+    tok_lock();
+    reason = 1;                         /* flag_locked */
+    dorun = anylisted || anyframe;
     if
-    :: reason != 0 -> goto out          /* the acquire load before the lock */
-    :: else
-    fi;
-    lock();
-    if
-    :: reason != 0 -> unlock(); goto out
-    :: else
-    fi;
-    op_begin();
-    transition_locked();
-    transitions++;
-    /* walk_locked: the token has no children. */
-    do
-    :: true ->
-        if                              /* pop under the lock, each time */
-        :: loc[0] == LOC_PENDING -> cb = 0
-        :: loc[1] == LOC_PENDING -> cb = 1
+    :: dorun ->
+        atomic { assert(tok_valid && refs > 0); refs++ };  /* cancel_token_ref */
+        tok_unlock();
+        /* run_subtree(T) of a leaf: run_node_locked */
+        tok_lock();
+        do
+        :: atomic { listed[0] && state[0] == ST_ARMED } -> run_callback(0)
+        :: atomic { listed[NCB - 1] && state[NCB - 1] == ST_ARMED } -> run_callback(NCB - 1)
         :: else -> break
+        od;
+        wait_foreign_runs();
+        drop_hold(r_f);
+        if
+        :: r_f -> d_step { assert(refs > 1); refs-- }
+        :: else
         fi;
-        touch(cb);                      /* pending.head = cb->next */
-        loc[cb] = LOC_NONE;
-        lists_live();
-        state[cb] = ST_RUNNING;
-        run_callback_locked(cb)
-    od;
-    op_end();
-    unlock();
-out:
+        tok_unlock();
+        unref()                         /* the run walk's reference */
+    :: else -> tok_unlock()
+    fi;
+    unref();                            /* the caller's */
     done++
 }
 
-/* A thread that owns callback CB's storage. */
 proctype owner(byte cb)
 {
-    byte k, res, seq, who, fres;
-    bool self;
+    byte rc_ok, rc_w, f_res, r_s, r_f, w_o, w_f, u_last, u_dead, res;
+    bit  early;
 
-    cb_add(cb, res);
-    if                                                  /* P5 */
-    :: res == 1 -> assert(runs[cb] == 1 && ran_on[cb] == _pid)
-    :: res == 0 -> assert(runs[cb] == 0 || ran_on[cb] != _pid)
+    cb_valid[cb] = 1;
+    if
+    :: mode[cb] = FN_RETURNS
+    :: mode[cb] = FN_SELF_REMOVE
+    :: mode[cb] = FN_FREES
+    fi;
+    /* cancel_callback_add */
+    tok_lock();
+    if
+    :: reason ->                        /* run_inline_locked */
+        atomic { assert(tok_valid && refs > 0); refs++ };
+        state[cb] = ST_ARMED;           /* linked to itself: not listed */
+        run_callback(cb);
+        tok_unlock();
+        unref()
+    :: else ->
+        d_step { listed[cb] = 1; state[cb] = ST_ARMED };
+        tok_unlock()
     fi;
     if
-    :: mode[cb] == MODE_REMOVE ->
-        cb_remove(cb, res);
-        removed_true[cb] = res;
-        runner_of(cb, who);
-        assert(who == NOBODY);                          /* P3 */
-        cb_remove(cb, res);
-        assert(res == false);           /* removing twice returns false */
-        freed[cb] = 1
+    :: early = 1; unref()               /* the listed callback keeps T */
+    :: early = 0
+    fi;
+    if
+    :: mode[cb] != FN_FREES ->
+        remove(cb, res);
+        d_step {
+            assert(!running[cb]);       /* C2 */
+            gone[cb] = 1;
+            removed_true[cb] = res;
+            assert(!res || ran[cb] == 0);
+            cb_valid[cb] = 0            /* the owner frees the storage */
+        }
+    :: else
+    fi;
+    if
+    :: !early -> unref()
     :: else
     fi;
     done++
 }
 
 init {
-    /* Each owner picks how it manages its storage. */
-    if
-    :: mode[0] = MODE_REMOVE
-    :: mode[0] = MODE_FNFREES
-    fi;
-    if
-    :: mode[1] = MODE_REMOVE
-    :: mode[1] = MODE_FNFREES
-    fi;
+    byte i;
+    assert(NCB == 1 || NCB == 2); /* anylisted and the canceller name both */
     atomic {
         run canceller();
-        run canceller();
-        run owner(0);
-        run owner(1)
-    }
-    done == 4;
-    /* P1: exactly once unless removed; P6: one transition. */
-    assert(removed_true[0] && runs[0] == 0 || !removed_true[0] && runs[0] == 1);
-    assert(removed_true[1] && runs[1] == 0 || !removed_true[1] && runs[1] == 1);
-    assert(transitions == 1);
-    assert(lock_holder == 0 && waiters == 0);
-    assert(!op_active[1] && !op_active[2] && !op_active[3] && !op_active[4])
+        i = 0;
+        do
+        :: i < NCB -> run owner(i); i++
+        :: else -> break
+        od
+    };
+    done == NCB + 1;
+    assert(!tok_valid);                 /* C5 */
+    assert(gwaiters == 0 && gmu == 0);
+    i = 0;
+    do
+    :: i < NCB ->
+        assert(removed_true[i] && ran[i] == 0 || !removed_true[i] && ran[i] == 1);  /* C1 */
+        i++
+    :: else -> break
+    od
 }
 
-/* P7: every thread returns (no livelock; deadlocks too, by stuttering). */
-ltl all_return { <> (done == 4) }
+ltl all_done { <> (done == NCB + 1) }

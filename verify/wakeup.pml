@@ -8,12 +8,16 @@
  *                   loop, remove, drain), wake_cb, drain
  *   src/io.c        cancel_read, rw_cancel, wait_one: check the token, read
  *                   without blocking (RWF_NOWAIT), else wait and loop
- *   src/callback.c  cancel_callback_add, cancel_callback_remove, runner_of
- *   src/token.c     cancel_token_cancel_at, transition_locked,
- *                   cancel__run_callback_locked, cancel__op_begin_locked,
- *                   cancel__op_end_locked
- *   src/lock.c      cancel__lock, cancel__unlock, cancel__wait_locked,
- *                   cancel__broadcast_locked
+ *   src/callback.c  cancel_callback_add, cancel_callback_remove (as seen
+ *                   from the waiter: add reads the reason and links the
+ *                   callback in one critical section of the token lock)
+ *   src/token.c     cancel_token_cancel_at (the reason set under the token
+ *                   lock, callbacks run with it dropped)
+ *   The token core is abstracted as it was before the per-token rewrite
+ *   (one lock, a pending list, an op record naming the running callback):
+ *   what the wake protocol relies on (reason and list under one lock,
+ *   remove waits for a running fn) is unchanged, and the per-token
+ *   protocol itself is checked by callback.pml, tree.pml and lock.pml.
  *
  * What is modelled.  A waiter thread makes two consecutive wrapped reads
  * (cancel_read of one byte) on one data fd under its current token.  Each
