@@ -23,6 +23,8 @@
  *    the default disposition: the process dies (the escape hatch when a
  *    task ignores cancellation; after the grace and 2 s more the server
  *    lists those tasks with cancel_scope_dump).
+ *  - SIGQUIT writes the whole process's scopes and tasks to stderr
+ *    (cancel_dump_on_signal), as Go prints its goroutines.
  *
  * Usage: echo_server [--port N] [--idle-ms MS] [--grace-ms MS] [--quiet]
  * Prints "listening on 127.0.0.1:PORT" once it is ready (PORT 0, the
@@ -267,6 +269,8 @@ int main(int argc, char **argv)
         perror("cancel_token_cancel_on_signal");
         return 1;
     }
+    /* kill -QUIT prints every scope and task of the server (issue 16). */
+    cancel_dump_on_signal(SIGQUIT, STDERR_FILENO);
 
     /* SUPERVISE: one connection failing (a reset, say) is that
      * connection's business, not a reason to stop the server. */

@@ -598,6 +598,41 @@ CANCEL_API int cancel_scope_drain(cancel_scope_t *s, int64_t grace_ns);
  */
 CANCEL_API cancel_token_t *cancel_scope_drain_token(cancel_scope_t *s);
 
+/* ---------------------------------------------------------------------- */
+/* The whole process at a glance                                           */
+/* ---------------------------------------------------------------------- */
+
+/* cancel_dump_all's FLAGS: one JSON document instead of text. */
+#define CANCEL_DUMP_JSON 0x1
+
+/*
+ * cancel_dump_all - write to FD every open scope of the process as a tree:
+ * each scope (mode, live tasks, limit, joining, whether its token is
+ * cancelled, with the reason and where from), its live tasks (name, state,
+ * how long and on which thread it has run, the wrapped call it is blocked
+ * in with its descriptor and for how long, whether its token is cancelled
+ * and where from) and, under each task, the scopes opened inside it.
+ * FLAGS 0 writes text (as cancel_scope_dump, indented by nesting);
+ * CANCEL_DUMP_JSON writes one JSON document with the same content (see
+ * cancel_dump_all(3) for its fields).  The state is copied first, then
+ * written with no lock held, so a slow FD holds up nothing.  Returns 0,
+ * EINVAL (FD < 0, unknown FLAGS), EBADF, ENOMEM, or the write error.
+ * Thread safety: any thread (not from a signal handler: see below).
+ */
+CANCEL_API int cancel_dump_all(int fd, int flags);
+
+/*
+ * cancel_dump_on_signal - on every delivery of SIGNO, write
+ * cancel_dump_all's text to FD (a later call for the same SIGNO changes
+ * FD).  The handler only hands off (async-signal-safe); a library thread
+ * writes the dump.  The registration lasts for the life of the process; a
+ * fork child that wants dumps calls this again.  Do not use the same
+ * signal with cancel_token_cancel_on_signal.  Returns 0, EINVAL (SIGKILL,
+ * SIGSTOP, an invalid number, FD < 0), or the error of pipe2,
+ * pthread_create or sigaction.
+ */
+CANCEL_API int cancel_dump_on_signal(int signo, int fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,7 +16,9 @@
  * lazily, so separate registrations would take the locks in whatever
  * order the modules happened to be first used.
  *
- * Lock order taken here: the signal lock (never held with another), the
+ * Lock order taken here: the registry of open scopes (dump.c, issue 16:
+ * outermost, it is held while scopes' locks are taken), the signal lock
+ * (never held with another), the
  * wait graph's mutex (run.c), the token locks (lock.c closes the fork gate and waits until no thread holds
  * one), the timer lock, the worker cache's lock.
  * Per-object locks (a scope's, a waiter's) are not taken: objects in use
@@ -26,6 +28,7 @@
 
 static void prepare(void)
 {
+    cancel__dump_atfork_prepare();   /* issue 16: the scope registry, outermost */
     cancel__signal_atfork_prepare();
     cancel__run_atfork_prepare();
     cancel__lock_atfork_prepare();
@@ -40,6 +43,7 @@ static void parent(void)
     cancel__lock_atfork_parent();
     cancel__run_atfork_parent();
     cancel__signal_atfork_parent();
+    cancel__dump_atfork_parent();    /* issue 16 */
 }
 
 static void child(void)
@@ -49,6 +53,7 @@ static void child(void)
     cancel__lock_atfork_child();
     cancel__run_atfork_child();
     cancel__signal_atfork_child();
+    cancel__dump_atfork_child();     /* issue 16 */
 }
 
 /* Called once at load time by lock.c's constructor: lock.o is in every

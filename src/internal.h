@@ -85,6 +85,9 @@ static inline int cancel__reason_of(const cancel_token_t *t)
  * The lock hierarchy: every lock the library has, outermost first.  A lock
  * may be held while taking one further down this list, never one above it.
  *
+ *   0. the registry of open scopes (dump.c, issue 16): held by scope open
+ *      and join around one list insert or removal, and by cancel_dump_all
+ *      while it takes each scope's MU in turn to copy it.
  *   1. a scope's DRAIN_MU (scope.c, taken only by drain), then its MU.
  *      MU is held while creating a task token (cancel_token_child) and
  *      arming callbacks on live tokens, so it sits above every token lock;
@@ -277,6 +280,10 @@ struct token_ext {
     struct token_deadline deadline;
     struct token_link link;
     struct token_signal signal;
+    /* An extension library's object (cancel_token_attachment_, below;
+     * issue 16): stored once under the token's lock with release order,
+     * read with acquire loads without it (token.c). */
+    _Atomic(struct cancel_attach *) attach;
 };
 
 /* The internal view of cancel_callback_t.  STATE decides, by CAS, whether
@@ -355,6 +362,80 @@ void cancel__timer_forget(cancel_token_t *t, struct token_deadline *d);
 void cancel__link_forget(cancel_token_t *t, struct token_link *l);
 void cancel__signal_forget(cancel_token_t *t, struct token_signal *s);
 
+/* ---- Extension attachment (libcancel-glib, issue 16) ------------------
+ * One object per token for a library built on libcancel (libcancel-glib
+ * keeps the token's GCancellable there).  Unlike a callback it does not keep
+ * the token alive: ON_CANCEL(obj, reason) runs once, like a callback, when
+ * the token is cancelled, and RELEASE(obj) runs when the token is freed
+ * (outside every lock, after ON_CANCEL has returned).  The first call for
+ * T makes the object with MAKE(ARG) (outside the lock; a racing loser's
+ * object is released at once) and returns it; later calls with the same
+ * KEY return it (borrowed: valid while T lives).  NULL with errno ENOMEM
+ * (MAKE returned NULL, or memory ran out), EINVAL (T NULL) or EBUSY (T
+ * carries another KEY's object).  The caller handles a T cancelled before
+ * the object was attached (ON_CANCEL does not run then): it checks
+ * cancel_token_is_cancelled after the call.  Exported for libcancel-glib
+ * (a separate library) under a cancel_ name, but not public API: it is not
+ * in <cancel.h>. */
+struct cancel_attach {
+    struct cancel_cb cb;            /* listed on the token when it is flagged */
+    const void *key;
+    void *obj;
+    void (*release)(void *obj);
+};
+CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
+                                          void *(*make)(void *arg), void *arg,
+                                          cancel_fn on_cancel, void (*release)(void *obj));
+/* ---- end of extension attachment -------------------------------------- */
+
+/* ---- Process-wide dump (dump.c, issue 16) ------------------------------
+ * Every open scope is on one registry (dump.c), added at open and removed
+ * before it is freed, under a process-wide mutex: scope open and join pay
+ * one uncontended lock each, which is off SPEC's "Scale" paths (callbacks,
+ * children, cancel and wake-ups never take it).  Lock order: the registry
+ * lock, then a scope's MU, then token locks (see "locks" above). */
+struct cancel__scope_reg {
+    struct cancel__scope_reg *prev, *next;
+    cancel_scope_t *scope;
+};
+void cancel__scope_register(struct cancel__scope_reg *reg, cancel_scope_t *s);
+void cancel__scope_unregister(struct cancel__scope_reg *reg);
+
+/* One scope, or one of its live tasks, as cancel__scope_visit shows it. */
+struct cancel__scope_view {
+    const void *id;                 /* the scope */
+    const void *owner;              /* the NEST of the task that opened it, or NULL */
+    const char *mode;               /* "fail-fast", "supervise", "race" */
+    unsigned live, limit;
+    bool joining, terminated, draining;
+    int failure;
+    cancel_token_t *token;          /* valid during the visit */
+};
+struct cancel__task_view {
+    const void *id;                 /* the task */
+    const void *nest;               /* what scopes opened inside it carry as OWNER */
+    const char *name;               /* "" when unnamed; valid during the visit */
+    const char *state;              /* "starting", "running" */
+    bool running;
+    int64_t running_ns;
+    pthread_t thread;
+    bool waiting_slot;              /* in spawn, waiting for a slot of this scope */
+    const char *call;               /* the wrapped call it is blocked in, or NULL */
+    int fd;                         /* that call's descriptor, or -1 */
+    int64_t blocked_ns;
+    cancel_token_t *token;          /* valid during the visit */
+};
+/* Calls FN once for S (TASK NULL), then once per live task, with S's MU
+ * taken (scope.c): FN must not take MU; it may read tokens.  NOW: the
+ * CLOCK_MONOTONIC nanoseconds the durations are counted to. */
+void cancel__scope_visit(cancel_scope_t *s, int64_t now,
+                         void (*fn)(void *ctx, const struct cancel__scope_view *scope,
+                                    const struct cancel__task_view *task),
+                         void *ctx);
+/* cancel_scope_dump's text, written by dump.c. */
+int cancel__dump_scope(cancel_scope_t *s, int fd);
+/* ---- end of process-wide dump ------------------------------------------ */
+
 /* Deadlines waiting in the timer heap (timer.c; for tests and benchmarks). */
 size_t cancel__timer_pending(void);
 
@@ -429,6 +510,9 @@ void cancel__timer_atfork_child(void);
 void cancel__worker_atfork_prepare(void);
 void cancel__worker_atfork_parent(void);
 void cancel__worker_atfork_child(void);
+void cancel__dump_atfork_prepare(void);    /* dump.c's scope registry (issue 16) */
+void cancel__dump_atfork_parent(void);
+void cancel__dump_atfork_child(void);
 
 /* Time helpers (time.c). */
 struct timespec cancel__now(void);

@@ -129,6 +129,7 @@ struct cancel_scope {
     unsigned for_next;          /* tasks next has still to hand out */
     struct cancel_task *tasks;  /* records running or held, newest first */
     struct cancel_task *done_head, **done_tail; /* next's queue */
+    struct cancel__scope_reg reg; /* dump.c's registry of open scopes (issue 16) */
 };
 
 /* Task records allocated now, in every scope (tests watch it). */
@@ -269,6 +270,7 @@ cancel_scope_t *cancel_scope_open_in(cancel_token_t *parent, int flags)
     s->flags = flags;
     s->done_tail = &s->done_head;
     atomic_init(&s->draining, false);
+    cancel__scope_register(&s->reg, s); /* issue 16: cancel_dump_all sees it */
     return s;
 }
 
@@ -1034,6 +1036,7 @@ int cancel_scope_join_until(cancel_scope_t *s, const struct timespec *deadline, 
         return ETIMEDOUT;
     }
     pthread_mutex_unlock(&s->mu);
+    cancel__scope_unregister(&s->reg); /* issue 16: no dump reaches S after this */
 
     /* The grace timer's callback points at S: gone (and not running)
      * before S goes.  No drain can run any more (it is the caller's). */
@@ -1123,69 +1126,61 @@ static const char *state_name(enum task_state st)
     return "?";
 }
 
+/* ---- Process-wide dump (issue 16): S and its live tasks, for dump.c ---- */
+void cancel__scope_visit(cancel_scope_t *s, int64_t now,
+                         void (*fn)(void *ctx, const struct cancel__scope_view *scope,
+                                    const struct cancel__task_view *task),
+                         void *ctx)
+{
+    pthread_mutex_lock(&s->mu);
+    /* Chain nodes outlive the scopes and tasks they stand for, so the keys
+     * never name a freed record: a scope's OWNER is the node of the task
+     * that opened it, a task's NEST its own node (NULL until it opens one). */
+    struct cancel__scope_view sv = {
+        .id = s,
+        .owner = s->node ? s->node->up : NULL,
+        .mode = (s->flags & CANCEL_SCOPE_RACE) ? "race"
+              : (s->flags & CANCEL_SCOPE_SUPERVISE) ? "supervise" : "fail-fast",
+        .live = s->live,
+        .limit = s->limit,
+        .joining = s->joining,
+        .terminated = s->terminated,
+        .draining = atomic_load_explicit(&s->draining, memory_order_relaxed),
+        .failure = s->failure,
+        .token = s->token,
+    };
+    fn(ctx, &sv, NULL);
+    for (struct cancel_task *t = s->tasks; t; t = t->next) {
+        if (t->state == TASK_DONE)
+            continue;
+        struct cancel__task_view tv = {
+            .id = t, .nest = atomic_load_explicit(&t->node, memory_order_acquire),
+            .name = t->name, .state = state_name(t->state),
+            .running = t->state == TASK_RUNNING, .fd = -1, .token = t->token,
+        };
+        if (tv.running) {
+            tv.running_ns = now - t->started_ns;
+            tv.thread = t->thread;
+            tv.waiting_slot = t->waiting_slot == s;
+            /* The record belongs to the worker thread, which cannot exit
+             * while the task is RUNNING (it needs MU to leave that state). */
+            tv.call = atomic_load_explicit(&t->blocked->call, memory_order_acquire);
+            if (tv.call) {
+                tv.fd = atomic_load_explicit(&t->blocked->fd, memory_order_relaxed);
+                int64_t since = atomic_load_explicit(&t->blocked->since_ns,
+                                                     memory_order_relaxed);
+                tv.blocked_ns = since > 0 ? now - since : 0;
+            }
+        }
+        fn(ctx, &sv, &tv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 int cancel_scope_dump(cancel_scope_t *s, int fd)
 {
     if (!s || fd < 0)
         return EINVAL;
-    /* Checked first: dprintf leaks its buffer on a descriptor it cannot
-     * write to. */
-    if (fcntl(fd, F_GETFD) < 0)
-        return EBADF;
-    int64_t now = now_ns();
-    int reason = cancel_token_reason(s->token);
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    const char *mode = (s->flags & CANCEL_SCOPE_RACE) ? "race"
-                     : (s->flags & CANCEL_SCOPE_SUPERVISE) ? "supervise" : "fail-fast";
-    if (dprintf(fd, "scope %p (%s): %u live task%s, limit %u%s%s%s, token %s",
-                (void *)s, mode, s->live, s->live == 1 ? "" : "s", s->limit,
-                s->joining ? ", joining" : "", s->terminated ? ", terminated" : "",
-                atomic_load_explicit(&s->draining, memory_order_relaxed) ? ", draining" : "",
-                reason ? "cancelled" : "live") < 0)
-        rc = errno;
-    if (reason) {
-        pthread_t who;
-        const char *file = NULL;
-        int line = 0;
-        dprintf(fd, " (reason %d", reason);
-        if (cancel_token_cancelled_from(s->token, &who, &file, &line) == 0) {
-            if (file)
-                dprintf(fd, ", from %s:%d", file, line);
-            dprintf(fd, ", by thread %#lx", (unsigned long)who);
-        }
-        dprintf(fd, ")");
-    }
-    if (s->failure)
-        dprintf(fd, ", first failure %d", s->failure);
-    dprintf(fd, "\n");
-    for (struct cancel_task *t = s->tasks; t; t = t->next) {
-        if (t->state == TASK_DONE)
-            continue;
-        dprintf(fd, "  task %p", (void *)t);
-        if (t->name[0])
-            dprintf(fd, " \"%s\"", t->name);
-        dprintf(fd, ": %s", state_name(t->state));
-        if (t->state == TASK_RUNNING) {
-            dprintf(fd, " %.3f s on thread %#lx", (double)(now - t->started_ns) / 1e9,
-                    (unsigned long)t->thread);
-            if (t->waiting_slot == s)
-                dprintf(fd, ", waiting in spawn for a slot of this full scope");
-            /* The record belongs to the worker thread, which cannot exit
-             * while the task is RUNNING (it needs MU to leave that state). */
-            const char *call = atomic_load_explicit(&t->blocked->call, memory_order_acquire);
-            if (call) {
-                int bfd = atomic_load_explicit(&t->blocked->fd, memory_order_relaxed);
-                int64_t since = atomic_load_explicit(&t->blocked->since_ns,
-                                                     memory_order_relaxed);
-                dprintf(fd, ", blocked in %s", call);
-                if (bfd >= 0)
-                    dprintf(fd, "(fd %d)", bfd);
-                dprintf(fd, " for %.3f s", since > 0 ? (double)(now - since) / 1e9 : 0.0);
-            }
-        }
-        dprintf(fd, ", token %s\n",
-                cancel_token_is_cancelled(t->token) ? "cancelled" : "live");
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
+    return cancel__dump_scope(s, fd);
 }
+/* ---- end of process-wide dump ---- */

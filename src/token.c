@@ -140,6 +140,38 @@ bool cancel__token_try_ref(cancel_token_t *t)
     return false;
 }
 
+/* ---- Extension attachment (libcancel-glib, issue 16; see internal.h) ---- */
+/* Called as T is freed: its ON_CANCEL, if it ran, ran during a cancel that
+ * held a reference on T, so RELEASE comes after it. */
+static void attach_release(struct token_ext *ext)
+{
+    struct cancel_attach *a = atomic_load_explicit(&ext->attach, memory_order_acquire);
+    if (a) {
+        a->release(a->obj);
+        free(a);
+    }
+}
+
+/* T locked and being flagged: the attachment's callback joins T's list as
+ * an armed callback, so that the run walk runs it like the others (with a
+ * reference on T) and T is not freed before it has run. */
+static void attach_list_locked(cancel_token_t *t, struct token_ext *ext)
+{
+    /* Relaxed: stored under T's lock, which we hold. */
+    struct cancel_attach *a = atomic_load_explicit(&ext->attach, memory_order_relaxed);
+    if (!a)
+        return;
+    struct cancel_cb *cb = &a->cb;
+    cb->token = t;
+    cb->next = t->callbacks;
+    if (cb->next)
+        cb->next->prev_link = &cb->next;
+    cb->prev_link = &t->callbacks;
+    t->callbacks = cb;
+    atomic_store_explicit(&cb->state, CANCEL_CB_ARMED, memory_order_relaxed);
+}
+/* ---- end of extension attachment ---- */
+
 /* Frees T, already unlinked and unreachable, outside the lock. */
 static void token_free(cancel_token_t *t)
 {
@@ -153,6 +185,7 @@ static void token_free(cancel_token_t *t)
         cancel__signal_forget(t, &ext->signal);
         if (ext->fd >= 0)
             close(ext->fd);
+        attach_release(ext);
         free(ext);
     }
     cancel__token_mem_free(t);
@@ -256,6 +289,8 @@ static bool flag_locked(cancel_token_t *t, int reason)
         while (eventfd_write(ext->fd, 1) < 0 && errno == EINTR)
             ;
     }
+    if (ext)
+        attach_list_locked(t, ext); /* issue 16 */
     return t->callbacks != NULL;
 }
 
@@ -466,3 +501,63 @@ int cancel_token_fd(cancel_token_t *t)
     cancel__token_unlock(t);
     return fd;
 }
+
+/* ---- Extension attachment (libcancel-glib, issue 16; see internal.h) ---- */
+CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
+                                          void *(*make)(void *arg), void *arg,
+                                          cancel_fn on_cancel, void (*release)(void *obj))
+{
+    if (!t || !make || !on_cancel || !release) {
+        errno = EINVAL;
+        return NULL;
+    }
+    /* Fast path, no lock: (B) this acquire load pairs with (A) below. */
+    struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
+    struct cancel_attach *a = ext ? atomic_load_explicit(&ext->attach, memory_order_acquire)
+                                  : NULL;
+    if (!a) {
+        /* MAKE runs with no lock held (it may call anything); a loser of a
+         * race to attach releases its own object. */
+        void *obj = make(arg);
+        if (!obj) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        struct cancel_attach *mine = calloc(1, sizeof *mine);
+        ext = mine ? cancel__token_ext(t) : NULL;
+        if (ext) {
+            mine->cb.fn = on_cancel;
+            mine->cb.arg = obj;
+            atomic_init(&mine->cb.state, CANCEL_CB_IDLE);
+            mine->key = key;
+            mine->obj = obj;
+            mine->release = release;
+            /* Under T's lock: a cancel flags T either after this store (and
+             * lists the callback) or before it (the caller sees T
+             * cancelled and cancels OBJ itself). */
+            cancel__token_lock(t);
+            a = atomic_load_explicit(&ext->attach, memory_order_relaxed);
+            if (!a) {
+                /* (A) pairs with (B) above. */
+                atomic_store_explicit(&ext->attach, mine, memory_order_release);
+                a = mine;
+                mine = NULL;
+                obj = NULL;
+            }
+            cancel__token_unlock(t);
+        }
+        free(mine);
+        if (obj)
+            release(obj);
+        if (!a) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    if (a->key != key) {
+        errno = EBUSY;
+        return NULL;
+    }
+    return a->obj;
+}
+/* ---- end of extension attachment ---- */

@@ -11,8 +11,9 @@
  *   src/run.c       cancel__run_callback_locked (frame pushed on the
  *                   thread record under the record lock, RUNNER, the CAS
  *                   ARMED -> RUNNING, the frame replaces the callback on
- *                   the token's list, fn with the token unlocked, record
- *                   frame popped, token frame unlinked, GRAPH_WAITERS read
+ *                   the token's list, fn with the token unlocked, token
+ *                   frame unlinked and record frame popped under T's lock,
+ *                   GRAPH_WAITERS read
  *                   under the token lock, graph_broadcast),
  *                   cancel__wait_callback and runs (the record's frames,
  *                   never the token), cancel__wait_foreign_runs_locked and
@@ -363,9 +364,9 @@ inline run_callback(cb)
 #ifdef BROKEN_EARLY_WAITERS
         rc_w = gwaiters;
 #endif
-        rec_pop();
         tok_lock();
         tframe[_pid] = 0;
+        rec_pop();                      /* both unlinks in one section of T's lock */
 #ifndef BROKEN_EARLY_WAITERS
         rc_w = gwaiters;                /* under T's lock, after the unlinks */
 #endif
