@@ -194,14 +194,15 @@ CANCEL_API bool cancel_token_deadline(const cancel_token_t *t, struct timespec *
  */
 CANCEL_API int cancel_token_cancel_on_signal(cancel_token_t *t, int signo);
 
-/* Inline fast path: one acquire load of the reason word, no call. */
+/* Inline fast path: one acquire load of the reason word, no call.  The
+ * cancel__ prefix marks it internal: call cancel_token_is_cancelled. */
 #if defined(__GNUC__) && !defined(CANCEL_NO_INLINE)
-static inline bool cancel_token_is_cancelled_inline_(const cancel_token_t *t)
+static inline bool cancel__token_is_cancelled_inline(const cancel_token_t *t)
 {
     return t != NULL &&
            (__atomic_load_n((const int *)(const void *)t, __ATOMIC_ACQUIRE) & 0x7fffffff) != 0;
 }
-#define cancel_token_is_cancelled(t) cancel_token_is_cancelled_inline_(t)
+#define cancel_token_is_cancelled(t) cancel__token_is_cancelled_inline(t)
 #endif
 
 /* ---------------------------------------------------------------------- */

@@ -4,7 +4,7 @@
 top="${top_srcdir:-.}"
 status=0
 for f in $(grep -oE '\bcancel_[a-z0-9_]+\(' "$top/include/cancel.h" | tr -d '(' | sort -u); do
-    case $f in *_inline_) continue ;; esac
+    case $f in cancel__*) continue ;; esac # internal (cancel__token_is_cancelled_inline)
     [ -f "$top/man/$f.3" ] || { echo "no man page for $f"; status=1; }
 done
 for page in "$top"/man/*.[37]; do
