@@ -45,6 +45,7 @@ __attribute__((noinline, noreturn)) static void double_add(void)
  * line, so that the armed path needs no stack frame. */
 __attribute__((noinline)) static int run_inline_locked(struct cancel_cb *cb, cancel_token_t *t)
 {
+    CANCEL_ASSERT_HELD(&t->word);
     cancel_token_ref(t);
     /* Fresh: nobody else may touch CB while it is being added.  Linked to
      * itself, so that the run's unlink from the list is a no-op. */

@@ -199,6 +199,13 @@ static inline void cancel__gate_leave(void)
     CANCEL_ASSERT(atomic_load_explicit((word), memory_order_relaxed) & CANCEL_LOCKED)
 #endif
 
+/* The same for a pthread mutex: trylock by anyone while it is held fails. */
+#ifdef NDEBUG
+#define CANCEL_ASSERT_MUTEX_HELD(m) ((void)0)
+#else
+#define CANCEL_ASSERT_MUTEX_HELD(m) CANCEL_ASSERT(pthread_mutex_trylock(m) == EBUSY)
+#endif
+
 /*
  * A futex lock in bit 31 of a word whose other bits its holder alone may
  * change (a token's reason).  The uncontended path is one CAS to lock and

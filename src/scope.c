@@ -339,6 +339,7 @@ int cancel_scope_terminate(cancel_scope_t *s, void *value)
 /* Wakes whoever waits on COND (MU held). */
 static void wake_locked(cancel_scope_t *s)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     if (s->waiters > 0)
         pthread_cond_broadcast(&s->cond);
 }
@@ -346,12 +347,14 @@ static void wake_locked(cancel_scope_t *s)
 /* Wakes joiners when nothing is live or under way any more (MU held). */
 static void maybe_idle_locked(cancel_scope_t *s)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     if (s->live == 0 && s->spawning == 0 && s->joiners > 0)
         pthread_cond_broadcast(&s->idle_cond);
 }
 
 static void task_unlink_locked(cancel_scope_t *s, struct cancel_task *task)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     if (task->prev)
         task->prev->next = task->next;
     else
@@ -363,6 +366,7 @@ static void task_unlink_locked(cancel_scope_t *s, struct cancel_task *task)
 
 static void queue_remove_locked(cancel_scope_t *s, struct cancel_task *task)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     struct cancel_task **link = &s->done_head;
     while (*link != task)
         link = &(*link)->done_next;
@@ -387,6 +391,7 @@ static void task_free(struct cancel_task *task)
  * frees it once MU is dropped.  True when it must. */
 static bool task_unheld_locked(cancel_scope_t *s, struct cancel_task *task)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     if (task->state != TASK_DONE || task->handle || task->start_hold)
         return false;
     task_unlink_locked(s, task);
@@ -549,6 +554,7 @@ static void spin_until_below(cancel_scope_t *s, unsigned limit)
 static int wait_for_slot_locked(cancel_scope_t *s, bool nowait, cancel_callback_t cbs[2],
                                 bool *armed)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     cancel_token_t *mine = cancel_current();
     bool spun = false;
     while (s->limit != 0 && s->live >= s->limit) {
@@ -746,6 +752,7 @@ int cancel_scope_try_spawn(cancel_scope_t *s, cancel_task_fn fn, void *arg,
 /* Gives up a handle (MU held); true when the caller must free TASK. */
 static bool release_locked(cancel_scope_t *s, struct cancel_task *task)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&s->mu);
     if (task->for_next) {
         task->for_next = false;
         s->for_next--;

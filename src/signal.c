@@ -174,6 +174,7 @@ static void *sig_main(void *arg)
 /* Makes the pipe and starts the thread unless they exist; under SIG_LOCK. */
 static int ensure_started_locked(void)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&sig_lock);
     if (started)
         return 0;
     int fds[2];

@@ -214,6 +214,7 @@ static void *timer_main(void *arg)
 /* Starts the timer thread unless it runs; called with timer_lock held. */
 static int ensure_started_locked(void)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&timer_lock);
     if (started)
         return 0;
     if (timer_init_error)
@@ -335,6 +336,7 @@ cancel_token_t *cancel_token_with_timeout(cancel_token_t *parent, int64_t ns)
 /* Grows the heap by one free slot if full (timer_lock held); 0 or ENOMEM. */
 static int heap_reserve_locked(void)
 {
+    CANCEL_ASSERT_MUTEX_HELD(&timer_lock);
     if (heap_len < heap_cap)
         return 0;
     size_t cap = heap_cap ? heap_cap * 2 : 64;

@@ -302,6 +302,7 @@ static bool flag_locked(cancel_token_t *t, int reason)
  */
 static bool flag_subtree_locked(cancel_token_t *root, int reason)
 {
+    CANCEL_ASSERT_HELD(&root->word);
     bool run = false;
     cancel_token_t *node = root;
     cancel_token_t *child = root->first_child;
@@ -333,6 +334,8 @@ static bool flag_subtree_locked(cancel_token_t *root, int reason)
  * locked: a listed child's count is never zero, but be safe). */
 static cancel_token_t *ref_listed_locked(cancel_token_t *c)
 {
+    if (c)
+        CANCEL_ASSERT_HELD(&c->parent->word);
     for (; c; c = c->next_sibling)
         if (cancel__token_try_ref(c))
             return c;
@@ -343,6 +346,7 @@ static cancel_token_t *ref_listed_locked(cancel_token_t *c)
  * waits for the ones other threads run on T. */
 static void run_node_locked(cancel_token_t *t)
 {
+    CANCEL_ASSERT_HELD(&t->word);
     for (;;) {
         struct cancel_cb *cb = t->callbacks;
         while (cb && atomic_load_explicit(&cb->state, memory_order_relaxed) != CANCEL_CB_ARMED)
