@@ -161,8 +161,18 @@ static void snap_visit(void *ctx, const struct cancel__scope_view *sv,
     struct task_snap *ts = &ss->tasks[ss->ntasks++];
     ts->v = *tv;
     snprintf(ts->name, sizeof ts->name, "%s", tv->name ? tv->name : "");
-    ts->v.name = ts->name;
+    /* Not a pointer into TASKS: a later grow may move the array (the
+     * formatters point v.name at ts->name once the snapshot is complete). */
+    ts->v.name = NULL;
     origin_of(tv->token, &ts->o);
+}
+
+/* Once the arrays stop moving: each task's name points at its own copy. */
+static void snapshot_fix_names(struct snapshot *snap)
+{
+    for (size_t i = 0; i < snap->n; i++)
+        for (size_t k = 0; k < snap->scopes[i].ntasks; k++)
+            snap->scopes[i].tasks[k].v.name = snap->scopes[i].tasks[k].name;
 }
 
 static void snapshot_free(struct snapshot *snap)
@@ -427,6 +437,7 @@ int cancel__dump_scope(cancel_scope_t *s, int fd)
         snapshot_free(&snap);
         return ENOMEM;
     }
+    snapshot_fix_names(&snap);
     text_scope_line(&b, &snap.scopes[0], 0);
     for (size_t i = 0; i < snap.scopes[0].ntasks; i++)
         text_task_line(&b, &snap.scopes[0].tasks[i], 0);
@@ -450,6 +461,7 @@ int cancel_dump_all(int fd, int flags)
         snapshot_free(&snap);
         return ENOMEM;
     }
+    snapshot_fix_names(&snap);
 
     struct buf b = { 0 };
     if (json)

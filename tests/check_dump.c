@@ -304,6 +304,36 @@ START_TEST(the_json_dump_escapes_task_names)
 }
 END_TEST
 
+/* A scope with more live tasks than the snapshot's first array holds: the
+ * array moves as it grows, and every task's name must still be its own
+ * (the names pointed into the old array: found by the fuzzer). */
+START_TEST(every_task_of_a_large_scope_is_dumped_with_its_own_name)
+{
+    enum { N = 40 };
+    tu_latch_t hold;
+    tu_latch_init(&hold);
+    cancel_scope_t *s = cancel_scope_open(0);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "worker-%02d", i);
+        ck_assert_int_eq(cancel_scope_spawn_named(s, name, task_named_oddly, &hold, NULL), 0);
+    }
+    char *text = dump_string(0);
+    char *doc = dump_string(CANCEL_DUMP_JSON);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "worker-%02d", i);
+        ck_assert_msg(strstr(text, name) != NULL, "%s missing from the text dump", name);
+        ck_assert_msg(strstr(doc, name) != NULL, "%s missing from the JSON dump", name);
+    }
+    free(text);
+    free(doc);
+    for (int i = 0; i < N; i++)
+        tu_latch_post(&hold); /* one post lets one task go */
+    ck_assert_int_eq(cancel_scope_join(s, NULL), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ concurrency */
 
 static int task_nest_briefly(void *arg)
@@ -462,6 +492,7 @@ static Suite *dump_suite(void)
     tcase_set_timeout(tc, TU_TIMEOUT);
     tcase_add_test(tc, the_json_dump_is_one_document_with_the_same_tree);
     tcase_add_test(tc, the_json_dump_escapes_task_names);
+    tcase_add_test(tc, every_task_of_a_large_scope_is_dumped_with_its_own_name);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("concurrency");
