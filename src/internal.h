@@ -48,11 +48,15 @@ struct token_ext;
 struct cancel_token {
     _Atomic int word;               /* must stay first: part of the ABI */
     _Atomic unsigned refs;
-    struct cancel_token *parent;    /* alive while we are linked to it */
+    /* What callback add and remove write, WORD and CALLBACKS, fill the
+     * first 16 bytes: malloc's 16-byte-aligned chunks put them in one
+     * cache line whatever the token's offset in it, so two tokens that
+     * malloc placed side by side never share a written line there. */
+    struct cancel_cb *callbacks;
     struct cancel_token *first_child;
     struct cancel_token *next_sibling;
     struct cancel_token **prev_link; /* the pointer that points at us */
-    struct cancel_cb *callbacks;
+    struct cancel_token *parent;    /* alive while we are linked to it */
     _Atomic(struct token_ext *) ext;
 };
 _Static_assert(sizeof(struct cancel_token) <= 56, "a token fits a 64-byte malloc chunk");
