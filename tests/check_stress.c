@@ -11,6 +11,7 @@
  * parent alive and linked).
  */
 #include "internal.h"
+#include "subtree.h"
 #include "testutil.h"
 
 #include <stdio.h>
@@ -92,32 +93,6 @@ static void slot_put(int i, cancel_token_t *t)
     cancel_token_unref(old);
 }
 
-/* Whether every descendant of T reads cancelled, walked as cancel's flag
- * walk does: holding the locks of the path from T down. */
-static bool subtree_cancelled(cancel_token_t *t)
-{
-    bool ok = true;
-    cancel__token_lock(t);
-    cancel_token_t *node = t, *child = t->first_child;
-    for (;;) {
-        if (child) {
-            cancel__token_lock(child);
-            ok = ok && cancel__reason_locked(child) != 0;
-            node = child;
-            child = node->first_child;
-            continue;
-        }
-        if (node == t)
-            break;
-        child = node->next_sibling;
-        cancel_token_t *parent = node->parent;
-        cancel__token_unlock(node);
-        node = parent;
-    }
-    cancel__token_unlock(t);
-    return ok;
-}
-
 static void retire(struct rec *r)
 {
     bool removed = cancel_callback_remove(&r->cb);
@@ -171,7 +146,7 @@ static void *worker_fn(void *arg)
             cancel_token_t *t = slot_get(i);
             if (t && cancel_token_cancel(t, (int)(next_rand(rs) % 4))) {
                 atomic_fetch_add(&cancels_won, 1);
-                if (!subtree_cancelled(t))
+                if (!tu_subtree_cancelled(t))
                     VIOLATION();
             }
             cancel_token_unref(t);

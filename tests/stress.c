@@ -28,6 +28,7 @@
  * Prints operations per second.  Exit status 0 when every invariant holds.
  */
 #include "internal.h"
+#include "subtree.h"
 
 #include <dirent.h>
 #include <sched.h>
@@ -330,33 +331,6 @@ static struct {
 } shared_slot[SHARED];
 static cancel_token_t *top;
 
-/* Whether T and every descendant read cancelled, walked as cancel's flag
- * walk does: holding the locks of the path from T down. */
-static bool stress_subtree_cancelled(cancel_token_t *t)
-{
-    bool ok = true;
-    cancel__token_lock(t);
-    cancel_token_t *node = t, *child = t->first_child;
-    ok = cancel__reason_locked(t) != 0;
-    for (;;) {
-        if (child) {
-            cancel__token_lock(child);
-            ok = ok && cancel__reason_locked(child) != 0;
-            node = child;
-            child = node->first_child;
-            continue;
-        }
-        if (node == t)
-            break;
-        child = node->next_sibling;
-        cancel_token_t *parent = node->parent;
-        cancel__token_unlock(node);
-        node = parent;
-    }
-    cancel__token_unlock(t);
-    return ok;
-}
-
 static void publish(unsigned *seed, cancel_token_t *t)
 {
     int i = (int)(rnd(seed) % SHARED);
@@ -440,13 +414,13 @@ static void *owner(void *arg)
             if (op < 95 && k == 0)
                 continue;
             if (cancel_token_cancel(o.node[k], (int)(rnd(&seed) % 3)) &&
-                !stress_subtree_cancelled(o.node[k]))
+                !tu_subtree_cancelled(o.node[k]))
                 VIOLATION();
         } else {
             /* The subtree's root: after our cancel returns true, every
              * callback armed anywhere below it has run. */
             if (cancel_token_cancel(o.node[0], ECANCELED)) {
-                if (!stress_subtree_cancelled(o.node[0]))
+                if (!tu_subtree_cancelled(o.node[0]))
                     VIOLATION();
                 for (int r = 0; r < CBS; r++)
                     if (o.recs[r].armed && atomic_load(&o.recs[r].runs) != 1)
@@ -483,7 +457,7 @@ static void *chaos(void *arg)
         {
             unsigned op = rnd(&seed) % 100;
             if (op < 60) {
-                if (cancel_token_cancel(t, EPIPE) && !stress_subtree_cancelled(t))
+                if (cancel_token_cancel(t, EPIPE) && !tu_subtree_cancelled(t))
                     VIOLATION();
             } else if (op < 80) {
                 rec_settle(&r);
