@@ -348,11 +348,12 @@ static int task_nest_briefly(void *arg)
 
 static _Atomic bool churn_stop;
 
-/* ThreadSanitizer's runtime is not fork-safe while other threads run in it
- * (its own locks can be held at the fork: children hung in CI).  Under
- * TSan only, the churn pauses between rounds while the test forks; the
- * plain and ASan runs fork in the middle of the churn. */
-#if defined(__SANITIZE_THREAD__)
+/* The sanitizers' runtimes are not fork-safe while other threads run in
+ * them (ThreadSanitizer's locks, and GCC 12's ASan allocator, can be held
+ * at the fork: children hung in CI under both).  Under a sanitizer only,
+ * the churn pauses between rounds while the test forks, as check_fork does
+ * for ASan; the plain run forks in the middle of the churn. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 static pthread_rwlock_t churn_round = PTHREAD_RWLOCK_INITIALIZER;
 #define CHURN_ROUND_BEGIN() pthread_rwlock_rdlock(&churn_round)
 #define CHURN_ROUND_END() pthread_rwlock_unlock(&churn_round)
