@@ -129,28 +129,28 @@ static bool try_lock(_Atomic int *word)
 
 /*
  * Contention.  Critical sections are tens of nanoseconds (a cancel's walk
- * of a large subtree is the exception), so a contender first spins, then
- * yields the CPU a few times (the holder may be preempted: on a loaded
- * machine yielding lets it run; on an idle one it lets the holder finish a
- * run of operations without the cache line bouncing), and only then sleeps
- * in the kernel.  A sleeper costs every unlock of a lock in its bucket a
- * FUTEX_WAKE system call until it is gone: sleeping early made eight
- * threads hammering add and remove on two cores four times slower than
- * yielding.
+ * of a large subtree is the exception), so a contender yields the CPU,
+ * many times, before it sleeps in the kernel, and never spins.  Spinning
+ * is what made two threads adding and removing callbacks on one token
+ * cost 110 ns an operation against std::stop_callback's 41 (libstdc++
+ * yields at once too): each spinning load pulls the token's line away from
+ * the holder, who writes it again a few nanoseconds later, so the line
+ * bounces on every operation.  A contender inside sched_yield touches
+ * nothing, and the holder runs a burst of operations on a line it keeps:
+ * 26 ns an operation with 2, 4 or 8 threads on 2 cores (bench_token's
+ * scale_callback_shared_*), and 38 ns instead of 112 for children of one
+ * root.  Where other threads are runnable, yielding also lets a preempted
+ * holder finish.  A sleeper costs every unlock of a lock in its bucket a
+ * FUTEX_WAKE system call until it is gone, so sleeping comes last: after
+ * LOCK_YIELDS yields (a few hundred microseconds), which only a long
+ * cancel walk or a holder that was descheduled outlasts.
  */
-enum { LOCK_SPINS = 100, LOCK_YIELDS = 32 };
+enum { LOCK_YIELDS = 256 };
 
 void cancel__lock_slow(_Atomic int *word)
 {
     if (try_lock(word))
         return; /* a cancelled token: the fast path expected 0 */
-    for (int spin = 0; spin < LOCK_SPINS; spin++) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-        if (try_lock(word))
-            return;
-    }
     for (int yield = 0; yield < LOCK_YIELDS; yield++) {
         sched_yield();
         if (try_lock(word))
