@@ -10,7 +10,7 @@
  *                   token's reason word), cancel__unlock (release store of
  *                   the word with bit 31 cleared, compiler barrier, relaxed
  *                   load of cancel__bucket(word)->sleepers), cancel__bucket
- *   src/lock.c      cancel__lock_slow (try, spin and yield, count in the
+ *   src/lock.c      cancel__lock_slow (try, yield, count in the
  *                   bucket, heavy barrier, then try_lock / FUTEX_WAIT on
  *                   the word until it gets the lock, uncount), heavy_barrier
  *                   (membarrier PRIVATE_EXPEDITED), try_lock, futex_wait,
@@ -36,7 +36,7 @@
  * word in memory and queues the caller if equal, in one step;
  * FUTEX_WAKE(word, 1) unqueues one thread queued on that word (not on the
  * other lock of the bucket), if there is one.  A sleeper may also return
- * once spuriously (EINTR) in the whole run.  The spins and yields of
+ * once spuriously (EINTR) in the whole run.  The yields of
  * cancel__lock_slow are one try, or none: a failed try changes nothing.
  *
  * Not modelled: weaker memory models than TSO (the compiler barrier keeps
