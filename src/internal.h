@@ -357,12 +357,17 @@ bool cancel__cancelling_here(const cancel_token_t *t);
 void cancel__op_push(struct cancel_cancel_op *op, const cancel_token_t *root);
 void cancel__op_pop(struct cancel_cancel_op *op);
 
-/* Token memory (token_mem.c): a block of sizeof(cancel_token_t) bytes from
- * a per-thread cache in front of malloc (NULL: out of memory), and back. */
+/* Token memory (token_mem.c): a 64-byte-aligned block of at least
+ * sizeof(cancel_token_t) bytes, from a per-thread cache in front of
+ * per-thread slabs (NULL: out of memory), and back. */
 void *cancel__token_mem_alloc(void);
 void cancel__token_mem_free(void *block);
-/* Tests that count allocations set it first; under valgrind it is set. */
+/* Tests that count allocations set it first (each token its own malloc
+ * block); under valgrind it is set. */
 extern _Atomic bool cancel__token_cache_off;
+/* Set at load time when running under valgrind: debug checks that read
+ * caller memory which may be uninitialised (a fresh callback) skip it. */
+extern bool cancel__under_valgrind;
 unsigned cancel__token_cache_count(void);   /* this thread's cached blocks */
 
 /* Take a reference unless the count already reached zero (the token is being freed). */

@@ -58,6 +58,7 @@
 #endif
 
 _Atomic bool cancel__token_cache_off;
+bool cancel__under_valgrind;
 
 #ifdef CACHE_COMPILED_OUT
 
@@ -156,6 +157,16 @@ static void cache_key_create(void)
     cache_key_ok = pthread_key_create(&cache_key, cache_destroy) == 0;
 }
 
+/* At load time, so that a test may still turn slabs and cache back on
+ * under valgrind (token_mem.o is in every link: tokens need it). */
+__attribute__((constructor)) static void token_mem_init(void)
+{
+    if (UNDER_VALGRIND()) {
+        cancel__under_valgrind = true;
+        cancel__token_cache_off = true;
+    }
+}
+
 /* Arms the thread-exit destructor, once per thread; a thread where that
  * fails never caches nor carves. */
 static void cache_register(void)
@@ -185,8 +196,6 @@ static bool bypassed(void)
 __attribute__((noinline)) static void *carve(void)
 {
     if (!cache.slab || cache.carved == SLAB_BLOCKS) {
-        if (UNDER_VALGRIND())
-            cancel__token_cache_off = true;
         if (!cache.registered)
             cache_register();
         if (cache.closed || bypassed())
