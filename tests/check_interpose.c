@@ -35,7 +35,48 @@
 /* ------------------------------------------------------------ helpers */
 
 enum { C_READ, C_RECV, C_POLL, C_SELECT, C_NANOSLEEP, C_SLEEP, C_USLEEP, C_ACCEPT,
-       C_WAITPID, C_EPOLL, C_PPOLL, C_COND, C_GETADDRINFO, C_COUNT };
+       C_WAITPID, C_EPOLL, C_PPOLL, C_COND, C_GETADDRINFO, C_GETNAMEINFO, C_COUNT };
+
+/* The interposer's count of calls made under an already cancelled token
+ * (cancel_interpose(7)): a caller that spins on the error a cancelled
+ * call gave it makes millions. */
+static unsigned long interposed_calls(void)
+{
+    unsigned long (*f)(void) = (unsigned long (*)(void))dlsym(RTLD_DEFAULT,
+                                                              "cancel__interpose_calls");
+    ck_assert_ptr_nonnull(f);
+    return f();
+}
+
+/*
+ * A lookup written the way many callers write it: tried again while it
+ * fails with EAI_AGAIN or is interrupted (EAI_SYSTEM with EINTR), up to
+ * RETRY_CAP times.  A resolver path that answered a cancel with either,
+ * or that retried under the cancelled token itself, would be called again
+ * and again after the cancel: the tests bound that count.
+ */
+#define RETRY_CAP 100000
+static long resolve_like_a_caller(int which)
+{
+    long r;
+    int tries = 0;
+    do {
+        if (which == C_GETADDRINFO) {
+            struct addrinfo *res = NULL;
+            r = getaddrinfo("never.answers.invalid", "80", NULL, &res);
+            if (r == 0)
+                freeaddrinfo(res);
+        } else {
+            /* 192.0.2.1 (TEST-NET-1) is in no hosts file: a PTR query. */
+            struct sockaddr_in a = { .sin_family = AF_INET,
+                                     .sin_addr.s_addr = htonl(0xc0000201) };
+            char host[NI_MAXHOST];
+            r = getnameinfo((struct sockaddr *)&a, sizeof a, host, sizeof host, NULL, 0,
+                            NI_NAMEREQD);
+        }
+    } while ((r == EAI_AGAIN || (r == EAI_SYSTEM && errno == EINTR)) && ++tries < RETRY_CAP);
+    return r;
+}
 
 /* Under -D_FORTIFY_SOURCE=2 a read of a runtime count into a buffer of
  * known size is __read_chk. */
@@ -47,6 +88,7 @@ struct job {
     cancel_token_t *token;
     pthread_cond_t cond;
     pthread_mutex_t mutex;
+    unsigned long calls_after_cancel; /* interposed_calls() from cancel to join */
     long result;
     int err;
     bool mutex_held;
@@ -116,13 +158,10 @@ static void *job_main(void *arg)
         j->mutex_held = pthread_mutex_trylock(&j->mutex) == EBUSY;
         pthread_mutex_unlock(&j->mutex);
         break;
-    case C_GETADDRINFO: {
-        struct addrinfo *res = NULL;
-        j->result = getaddrinfo("never.answers.invalid", "80", NULL, &res);
-        if (j->result == 0)
-            freeaddrinfo(res);
+    case C_GETADDRINFO:
+    case C_GETNAMEINFO:
+        j->result = resolve_like_a_caller(j->which);
         break;
-    }
     }
     j->err = errno;
     cancel_leave(prev);
@@ -145,19 +184,24 @@ static int64_t run_cancelled_while_blocked(struct job *j)
         struct pollfd p = { .fd = cancel_after_readable, .events = POLLIN, .revents = 0 };
         ck_assert_int_eq(poll(&p, 1, 10000), 1);
     }
+    unsigned long calls0 = interposed_calls();
     int64_t t0 = tu_now_ns();
     cancel_token_cancel(j->token, 0);
     tu_thread_join(j->thread);
     int64_t dt = tu_now_ns() - t0;
+    j->calls_after_cancel = interposed_calls() - calls0;
     cancel_token_unref(j->token);
     return dt;
 }
 
+/* At most the call itself after the cancel (if the cancel came before it
+ * was made): nothing in the job calls again. */
 static void check_cancelled(struct job *j, int64_t dt)
 {
     ck_assert_int_eq(j->result, -1);
     ck_assert_int_eq(j->err, ECANCELED);
     ck_assert_int_lt(dt, TU_WAKE_GUARD_NS);
+    ck_assert_uint_le(j->calls_after_cancel, 1);
 }
 
 /* ------------------------------------------- honours the current token */
@@ -515,15 +559,40 @@ static int never_answering_resolver(void)
     return s;
 }
 
+/*
+ * A lookup under way (its query reached the stub before the cancel) was
+ * cancelled: EAI_SYSTEM with ECANCELED, promptly, and no interposed call
+ * at all after the cancel: the caller's retry loop (resolve_like_a_caller)
+ * did not go round again, and nothing retried under the cancelled token.
+ */
+static void check_lookup_cancelled(struct job *j, int64_t dt)
+{
+    ck_assert_msg(j->calls_after_cancel == 0,
+                  "%lu interposed calls after the cancel: the lookup was retried",
+                  j->calls_after_cancel);
+    ck_assert_int_eq(j->result, EAI_SYSTEM);
+    ck_assert_int_eq(j->err, ECANCELED);
+    ck_assert_int_lt(dt, TU_WAKE_GUARD_NS);
+}
+
 START_TEST(getaddrinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving)
 {
     int stub = never_answering_resolver();
     cancel_after_readable = stub; /* the query reached the resolver: under way */
     struct job j = { .which = C_GETADDRINFO };
     int64_t dt = run_cancelled_while_blocked(&j);
-    ck_assert_int_eq(j.result, EAI_SYSTEM);
-    ck_assert_int_eq(j.err, ECANCELED);
-    ck_assert_int_lt(dt, TU_WAKE_GUARD_NS);
+    check_lookup_cancelled(&j, dt);
+    close(stub);
+}
+END_TEST
+
+START_TEST(getnameinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving)
+{
+    int stub = never_answering_resolver();
+    cancel_after_readable = stub; /* the PTR query reached the resolver */
+    struct job j = { .which = C_GETNAMEINFO };
+    int64_t dt = run_cancelled_while_blocked(&j);
+    check_lookup_cancelled(&j, dt);
     close(stub);
 }
 END_TEST
@@ -541,9 +610,7 @@ START_TEST(an_abandoned_lookup_ends_in_the_background_and_frees_its_result)
     cancel_after_readable = stub;
     struct job j = { .which = C_GETADDRINFO };
     int64_t dt = run_cancelled_while_blocked(&j);
-    ck_assert_int_eq(j.result, EAI_SYSTEM);
-    ck_assert_int_eq(j.err, ECANCELED);
-    ck_assert_int_lt(dt, TU_WAKE_GUARD_NS);
+    check_lookup_cancelled(&j, dt);
     /* Answer every query now: NXDOMAIN (QR set, RCODE 3). */
     int64_t until = tu_now_ns() + 10 * 1000000000LL;
     while (tu_count_threads() > threads0 && tu_now_ns() < until) {
@@ -668,6 +735,7 @@ int main(void)
     tcase_add_test(tc, an_old_abi_cond_wait_caller_is_not_captured);
 #endif
     tcase_add_test(tc, getaddrinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving);
+    tcase_add_test(tc, getnameinfo_fails_eai_system_ecanceled_when_cancelled_while_resolving);
     tcase_add_test(tc, cancel_getaddrinfo_works_and_fails_at_once_under_a_cancelled_token);
     tcase_add_test(tc, an_abandoned_lookup_ends_in_the_background_and_frees_its_result);
     tcase_add_test(tc, calls_under_a_cancelled_token_are_counted);
