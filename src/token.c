@@ -225,8 +225,16 @@ static bool release_locked(cancel_token_t *t)
                 return false;
             continue;
         }
-        /* A CAS even without an EXT: a run walk may take a reference on a
-         * listed child (try_ref) without holding one. */
+        /* Who takes a reference without holding one (try_ref): a run walk,
+         * on a listed child, under the child's parent's lock, which we
+         * hold; and the timer, signal and link modules, on a token with an
+         * EXT.  Without one, the count holds still: a plain store, one
+         * atomic read-modify-write less on every child release.  (The
+         * acquire load above read every other holder's acq_rel release.) */
+        if (!atomic_load_explicit(&t->ext, memory_order_relaxed)) {
+            atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
+            break;
+        }
         if (atomic_compare_exchange_weak_explicit(&t->refs, &n, 0, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
