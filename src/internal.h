@@ -499,10 +499,13 @@ int cancel__reason_errno(int reason);
 void cancel__blocked_begin(const char *call, int fd);
 void cancel__blocked_end(void);
 
-/* sem_futex.c: an exact cancel-aware sem_wait for a blocked caller; 0,
- * -ECANCELED/-ETIMEDOUT, or -ENOSYS where the platform has none. */
+/* sem_futex.c: an exact cancel-aware sem_wait for a blocked caller, until
+ * ABSTIME on CLOCK (CLOCK_REALTIME or CLOCK_MONOTONIC) when not NULL; 0,
+ * -ECANCELED/-ETIMEDOUT, or -ENOSYS where the platform has none (another
+ * error of the kernel's: that -errno). */
 #include <semaphore.h>
-int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t);
+int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec *abstime,
+                           clockid_t clock);
 
 /* A detached library thread with every signal blocked (thread.c). */
 int cancel__start_service_thread(void *(*fn)(void *), void *arg, size_t stack_size);

@@ -19,8 +19,11 @@
  * fork children by an atfork handler), which costs one getpid() on the
  * token path only.
  *
- * Condition variables and semaphores only with CANCEL_INTERPOSE=sync:
- * their callers often ignore the result and would spin.  The condition
+ * Condition variables and semaphores (sem_wait, sem_timedwait,
+ * sem_clockwait) only with CANCEL_INTERPOSE=sync: their callers often
+ * ignore the result and would spin.  The semaphore names stay unversioned:
+ * glibc has one semaphore ABI on 64-bit targets (sem_wait@GLIBC_2.2.5 and
+ * sem_wait@@GLIBC_2.34 are the same code).  The condition
  * variable names are bound to glibc's current ABI by the version script
  * (interpose.map), so that callers linked against the old ABI
  * (pthread_cond_wait@GLIBC_2.2.5) go on using glibc's compatibility code
@@ -137,6 +140,10 @@ NEXT(int, pthread_cond_timedwait, "GLIBC_2.3.2", pthread_cond_t *, pthread_mutex
 NEXT(int, pthread_cond_clockwait, NULL, pthread_cond_t *, pthread_mutex_t *, clockid_t,
      const struct timespec *)
 NEXT(int, sem_wait, NULL, sem_t *)
+NEXT(int, sem_timedwait, NULL, sem_t *, const struct timespec *)
+#ifdef HAVE_SEM_CLOCKWAIT
+NEXT(int, sem_clockwait, NULL, sem_t *, clockid_t, const struct timespec *)
+#endif
 
 /* ----------------------------------------------------- which token, if any */
 
@@ -730,3 +737,33 @@ EXPORT int sem_wait(sem_t *sem)
         return real_sem_wait()(sem);
     return cancel_sem_wait(sem);
 }
+
+/* A NULL ABSTIME would crash glibc; here it is a caller mistake that
+ * fails (bad input never crashes), not an untimed wait.  glibc declares
+ * it nonnull: the empty asm keeps the compiler from assuming so. */
+static inline const struct timespec *maybe_null(const struct timespec *p)
+{
+    __asm__("" : "+r"(p));
+    return p;
+}
+
+EXPORT int sem_timedwait(sem_t *sem, const struct timespec *at)
+{
+    cancel_token_t *t = sync_token(__builtin_return_address(0));
+    if (!t)
+        return real_sem_timedwait()(sem, at);
+    at = maybe_null(at);
+    RET(int, at ? API.sem_wait(t, sem, at, CLOCK_REALTIME) : -EINVAL);
+}
+
+/* glibc 2.30 and later. */
+#ifdef HAVE_SEM_CLOCKWAIT
+EXPORT int sem_clockwait(sem_t *sem, clockid_t clock, const struct timespec *at)
+{
+    cancel_token_t *t = sync_token(__builtin_return_address(0));
+    if (!t)
+        return real_sem_clockwait()(sem, clock, at);
+    at = maybe_null(at);
+    RET(int, at ? API.sem_wait(t, sem, at, clock) : -EINVAL);
+}
+#endif

@@ -65,7 +65,7 @@ int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
  * changes whenever the layout does.
  * Every function returns >= 0 or -errno and runs inside IO_BEGIN/IO_END.
  */
-#define CANCEL_INTERPOSE_API_VERSION 1
+#define CANCEL_INTERPOSE_API_VERSION 2
 struct cancel_interpose_api {
     int version;
     /* The current token when an interposed call should honour it: not
@@ -83,6 +83,9 @@ struct cancel_interpose_api {
     int (*getnameinfo)(cancel_token_t *t, const struct sockaddr *sa, socklen_t salen,
                        char *host, socklen_t hostlen, char *serv, socklen_t servlen,
                        int flags);
+    /* sem_timedwait (CLOCK_REALTIME) and sem_clockwait: cancel__sem_wait. */
+    int (*sem_wait)(cancel_token_t *t, sem_t *sem, const struct timespec *abstime,
+                    clockid_t clock);
 };
 const struct cancel_interpose_api *cancel__interpose_api(void);
 
@@ -91,6 +94,12 @@ const struct cancel_interpose_api *cancel__interpose_api(void);
  * pthread style. */
 int cancel__cond_wait(cancel_token_t *t, pthread_cond_t *cond, pthread_mutex_t *mutex,
                       const struct timespec *abstime, clockid_t clock);
+/* sync.c: sem_wait (ABSTIME NULL), or the wait until ABSTIME on CLOCK
+ * (CLOCK_REALTIME or CLOCK_MONOTONIC; EINVAL otherwise, or for an ABSTIME
+ * with tv_nsec out of range, as glibc) under T: 0 or -errno, ETIMEDOUT
+ * when ABSTIME passed.  T NULL: the plain call, EINTR retried. */
+int cancel__sem_wait(cancel_token_t *t, sem_t *sem, const struct timespec *abstime,
+                     clockid_t clock);
 /* io.c: the read/write family under T (-errno; runs inside IO_BEGIN). */
 ssize_t cancel__rw(cancel_token_t *t, bool out, int fd, const struct iovec *iov, int iovcnt,
                    off_t off, bool pos);

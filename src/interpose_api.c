@@ -1,8 +1,8 @@
 /*
  * interpose_api.c - the table through which libcancel-interpose.so reaches
  * the wrapper layer's entry points that the public API does not have
- * (a signal mask for ppoll and epoll_pwait, timed condition waits,
- * getnameinfo), and the re-entry guard's view of the current token.
+ * (a signal mask for ppoll and epoll_pwait, timed condition and semaphore
+ * waits, getnameinfo), and the re-entry guard's view of the current token.
  * Each entry runs inside IO_BEGIN/IO_END, like a public wrapper.
  */
 #include "interpose.h"
@@ -57,6 +57,15 @@ static int interpose_getnameinfo(cancel_token_t *t, const struct sockaddr *sa, s
     return rc;
 }
 
+static int interpose_sem_wait(cancel_token_t *t, sem_t *sem, const struct timespec *abstime,
+                              clockid_t clock)
+{
+    IO_BEGIN();
+    int rc = cancel__sem_wait(t, sem, abstime, clock);
+    IO_END();
+    return rc;
+}
+
 static const struct cancel_interpose_api api = {
     .version = CANCEL_INTERPOSE_API_VERSION,
     .token = interpose_token,
@@ -66,6 +75,7 @@ static const struct cancel_interpose_api api = {
     .cond_wait = interpose_cond_wait,
     .rw = cancel__rw,
     .getnameinfo = interpose_getnameinfo,
+    .sem_wait = interpose_sem_wait,
 };
 
 /* The one non-public export (tests/exports.sh allows it): see interpose.h. */

@@ -14,7 +14,9 @@
  * and futex_waitv returns at once when a word differs from its expected
  * value, so a cancel that lands between our check of the token and the
  * sleep is seen by the sleep itself.  No unit is taken on a cancelled
- * return; a unit posted at the same time is taken (progress wins).
+ * return; a unit posted at the same time is taken (progress wins).  A
+ * timed wait (the interposed sem_timedwait and sem_clockwait) passes its
+ * absolute timeout to futex_waitv, which takes the same two clocks.
  *
  * Anywhere else (another libc, 32-bit, a kernel without futex_waitv, a
  * ThreadSanitizer build) this
@@ -55,7 +57,8 @@ static void wake_sem_waiter(void *arg, int reason)
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t)
+int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec *abstime,
+                           clockid_t clock)
 {
     struct glibc_sem *s = (struct glibc_sem *)(void *)sem;
     unsigned value_flags = FUTEX_32 | ((unsigned)s->private_flag ^ FUTEX_PRIVATE_FLAG);
@@ -72,6 +75,7 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t)
     uint64_t d = atomic_fetch_add_explicit(&s->data, SEM_ONE_WAITER, memory_order_acquire) +
                  SEM_ONE_WAITER;
     int rc;
+    bool timed_out = false;
     for (;;) {
         if ((d & SEM_VALUE_MASK) > 0) {
             if (atomic_compare_exchange_weak_explicit(&s->data, &d,
@@ -84,15 +88,22 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t)
             continue;
         }
         int reason = cancel_token_reason(t);
-        if (reason) {
+        if (reason || timed_out) {
             atomic_fetch_sub_explicit(&s->data, SEM_ONE_WAITER, memory_order_relaxed);
-            rc = -cancel__reason_errno(reason);
+            rc = reason ? -cancel__reason_errno(reason) : -ETIMEDOUT;
             break;
         }
-        long r = syscall(SYS_futex_waitv, waits, 2, 0, NULL, CLOCK_MONOTONIC);
-        if (r < 0 && errno == ENOSYS) {
+        /* ABSTIME (when not NULL) is absolute on CLOCK, which sync.c has
+         * checked to be CLOCK_REALTIME or CLOCK_MONOTONIC, as futex_waitv
+         * takes them. */
+        long r = syscall(SYS_futex_waitv, waits, 2, 0, abstime, clock);
+        if (r < 0 && errno == ETIMEDOUT) {
+            timed_out = true; /* a unit posted meanwhile is still taken */
+        } else if (r < 0 && errno != EAGAIN && errno != EINTR) {
+            /* ENOSYS (no futex_waitv) or a timeout the kernel refuses:
+             * never retried, which would spin. */
             atomic_fetch_sub_explicit(&s->data, SEM_ONE_WAITER, memory_order_relaxed);
-            rc = -ENOSYS;
+            rc = -errno;
             break;
         }
         d = atomic_load_explicit(&s->data, memory_order_relaxed);
@@ -105,10 +116,13 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t)
 
 #else
 
-int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t)
+int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec *abstime,
+                           clockid_t clock)
 {
     (void)sem;
     (void)t;
+    (void)abstime;
+    (void)clock;
     return -ENOSYS;
 }
 

@@ -26,7 +26,10 @@
  * own futex word and a wake word at once (exact and prompt).  Elsewhere
  * the wait is sem_clockwait in slices of SEM_SLICE_NS with the token read
  * between slices: cancellation is noticed within one slice.  No unit is
- * ever taken on a cancelled return.
+ * ever taken on a cancelled return.  The same code serves the interposed
+ * sem_timedwait and sem_clockwait (cancel__sem_wait with an absolute
+ * timeout): the futex wait takes the timeout itself, and the last slice
+ * ends at it.
  *
  * cancel_waitpid.  For one child (pid > 0) without WUNTRACED/WCONTINUED,
  * the wait is on a pidfd (pidfd_open), which polls readable when the child
@@ -124,24 +127,40 @@ int cancel_cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex)
 
 /* ----------------------------------------------------------------- sem */
 
-static int sem_wait_t(cancel_token_t *t, sem_t *sem);
-
 int cancel_sem_wait(sem_t *sem)
 {
-    if (!sem) {
-        errno = EINVAL;
-        return -1;
-    }
     cancel_token_t *t = cancel_current();
     IO_BEGIN();
-    int r = t ? sem_wait_t(t, sem) : CANCEL_PLAIN(int, sem_wait(sem));
+    int r = cancel__sem_wait(t, sem, NULL, CLOCK_REALTIME);
     IO_END();
     return (int)cancel__ret(r);
 }
 
-/* sem_wait under T: 0 or -errno. */
-static int sem_wait_t(cancel_token_t *t, sem_t *sem)
+/* Whether AT on CLOCK has passed. */
+static bool sem_expired(clockid_t clock, const struct timespec *at)
 {
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return now.tv_sec > at->tv_sec || (now.tv_sec == at->tv_sec && now.tv_nsec >= at->tv_nsec);
+}
+
+/*
+ * sem_wait (ABSTIME NULL), or sem_timedwait / sem_clockwait until ABSTIME
+ * on CLOCK, under T: 0 or -errno.  A timed wait fails with ETIMEDOUT once
+ * ABSTIME has passed and no unit could be taken, as glibc's does; its
+ * checks of CLOCK and ABSTIME come first, as glibc's do.
+ */
+int cancel__sem_wait(cancel_token_t *t, sem_t *sem, const struct timespec *abstime,
+                     clockid_t clock)
+{
+    if (!sem)
+        return -EINVAL;
+    if (abstime && ((clock != CLOCK_REALTIME && clock != CLOCK_MONOTONIC) ||
+                    !cancel__timespec_valid(abstime)))
+        return -EINVAL;
+    if (!t)
+        return abstime ? CANCEL_PLAIN(int, sem_clockwait(sem, clock, abstime))
+                       : CANCEL_PLAIN(int, sem_wait(sem));
     int r;
     bool blocked = false;
     for (;;) {
@@ -155,9 +174,13 @@ static int sem_wait_t(cancel_token_t *t, sem_t *sem)
             r = sem_trywait(sem);
             if (r == 0 || errno != EAGAIN)
                 break;
+            if (abstime && sem_expired(clock, abstime)) {
+                errno = ETIMEDOUT;
+                break;
+            }
             cancel__blocked_begin("sem_wait", -1);
             blocked = true;
-            int exact = cancel__sem_wait_exact(sem, t);
+            int exact = cancel__sem_wait_exact(sem, t, abstime, clock);
             if (exact != -ENOSYS) {
                 r = exact == 0 ? 0 : -1;
                 if (exact < 0)
@@ -165,9 +188,15 @@ static int sem_wait_t(cancel_token_t *t, sem_t *sem)
                 break;
             }
         }
-        struct timespec at = cancel__add_ns(cancel__now(), SEM_SLICE_NS);
-        r = sem_clockwait(sem, CLOCK_MONOTONIC, &at);
-        if (r == 0 || (errno != ETIMEDOUT && errno != EINTR))
+        /* A slice, cut short at ABSTIME: the last one times the wait out. */
+        struct timespec at;
+        clockid_t on = abstime ? clock : CLOCK_MONOTONIC;
+        clock_gettime(on, &at);
+        at = cancel__add_ns(at, SEM_SLICE_NS);
+        bool last = abstime && (abstime->tv_sec < at.tv_sec ||
+                                (abstime->tv_sec == at.tv_sec && abstime->tv_nsec <= at.tv_nsec));
+        r = sem_clockwait(sem, on, last ? abstime : &at);
+        if (r == 0 || (errno != ETIMEDOUT && errno != EINTR) || (last && errno == ETIMEDOUT))
             break;
     }
     r = r < 0 ? -errno : r;
