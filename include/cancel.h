@@ -194,7 +194,8 @@ CANCEL_API bool cancel_token_deadline(const cancel_token_t *t, struct timespec *
  */
 CANCEL_API int cancel_token_cancel_on_signal(cancel_token_t *t, int signo);
 
-/* Inline fast path: one acquire load of the reason word, no call.  The
+/* Inline fast path: one acquire load of the reason word, no call; (R3)
+ * pairs with (R1) in token.c, the cancel's store of the reason.  The
  * cancel__ prefix marks it internal: call cancel_token_is_cancelled. */
 #if defined(__GNUC__) && !defined(CANCEL_NO_INLINE)
 static inline bool cancel__token_is_cancelled_inline(const cancel_token_t *t)

@@ -106,6 +106,7 @@ int cancel_callback_add(cancel_callback_t *callback, cancel_token_t *t, cancel_f
     cb->arg = arg;
     cb->token = t;
     if (!t) {
+        /* Relaxed: on no token, no other thread ever sees it. */
         atomic_store_explicit(&cb->state, CANCEL_CB_NULL, memory_order_relaxed);
         return 0;
     }
@@ -136,6 +137,8 @@ __attribute__((noinline)) static bool release_and_report_removed(cancel_token_t 
 /* Remove of a callback that a cancel won, or that is not armed at all. */
 __attribute__((noinline)) static bool remove_unarmed(struct cancel_cb *cb, uint32_t state)
 {
+    /* Relaxed stores of IDLE: no cancel reaches CB any more, and the
+     * caller owns it again. */
     switch (state) {
     case CANCEL_CB_NULL:
         atomic_store_explicit(&cb->state, CANCEL_CB_IDLE, memory_order_relaxed);
@@ -157,9 +160,10 @@ bool cancel_callback_remove(cancel_callback_t *callback)
         return false;
     struct cancel_cb *cb = as_cb(callback);
     uint32_t state = CANCEL_CB_ARMED;
-    /* Acquire on failure reads a cancel's RUNNING with its RUNNER (pairs
-     * with the release in run.c); on success the token's lock, taken
-     * next, orders the rest. */
+    /* (K2) pairs with (K1) in run.c: acquire on failure reads a cancel's
+     * RUNNING with its RUNNER.  On success it pairs with nothing (ARMED is
+     * stored relaxed; the failure order may not be stronger): the token's
+     * lock, taken next, orders the rest. */
     if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
                              &cb->state, &state, CANCEL_CB_REMOVING,
                              memory_order_acquire, memory_order_acquire), 0))
@@ -171,6 +175,7 @@ bool cancel_callback_remove(cancel_callback_t *callback)
     *cb->prev_link = cb->next;
     if (cb->next)
         cb->next->prev_link = cb->prev_link;
+    /* Relaxed: unlinked under the lock, so no cancel looks at it again. */
     atomic_store_explicit(&cb->state, CANCEL_CB_IDLE, memory_order_relaxed);
     cancel_token_t *release = cancel__drop_hold_locked(t);
     cancel__token_unlock(t);

@@ -503,6 +503,8 @@ static void handler(int signo)
 {
     int saved = errno;
     unsigned char b = (unsigned char)signo;
+    /* Relaxed: only the number is used, stored before the handler was
+     * installed; a stale -1 loses one dump request at most. */
     ssize_t w = write(atomic_load_explicit(&wake_wr, memory_order_relaxed), &b, 1);
     (void)w; /* a full pipe already holds a wake-up */
     errno = saved;

@@ -65,7 +65,8 @@ static GQuark link_quark(void)
 
 static void link_unref(struct link *l)
 {
-    /* acq_rel: the other side's last use happens before the free. */
+    /* (H1) acq_rel, pairing with itself on the other side: its last use
+     * happens before the free. */
     if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
         g_weak_ref_clear(&l->weak);
         free(l);

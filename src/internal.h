@@ -64,7 +64,9 @@ _Static_assert(sizeof(struct cancel_token) <= 56, "a token fits a 64-byte malloc
 #define CANCEL_LOCKED ((int)0x80000000u)
 #define CANCEL_REASON_MASK 0x7fffffff
 
-/* The reason, lock bit masked off: acquire, for readers without the lock. */
+/* The reason, lock bit masked off, for readers without the lock.  (R2)
+ * pairs with (R1) in token.c: a reader that sees the reason sees what the
+ * cancel wrote before it (the origin). */
 static inline int cancel__reason_of(const cancel_token_t *t)
 {
     return atomic_load_explicit(&((cancel_token_t *)t)->word, memory_order_acquire) &
@@ -173,6 +175,7 @@ static inline void cancel__gate_enter(void)
         cancel__gate_enter_slow();
         return;
     }
+    /* Relaxed: only this thread writes its depth. */
     unsigned d = atomic_load_explicit(&me->depth, memory_order_relaxed);
     /* (G1) pairs with (G2) in lock.c: the depth store, then the gate load,
      * kept in that order by the fork side's membarrier. */
@@ -188,9 +191,9 @@ static inline void cancel__gate_enter(void)
 static inline void cancel__gate_leave(void)
 {
     struct cancel_thread *me = cancel__me;
-    unsigned d = atomic_load_explicit(&me->depth, memory_order_relaxed);
-    /* Release: what we did under the lock is visible to a fork handler
-     * that reads the depth at zero. */
+    unsigned d = atomic_load_explicit(&me->depth, memory_order_relaxed); /* ours */
+    /* (G3) pairs with (G5) in lock.c: what we did under the lock is
+     * visible to a fork handler that reads the depth at zero. */
     atomic_store_explicit(&me->depth, d - 1, memory_order_release);
 }
 
@@ -199,6 +202,7 @@ static inline void cancel__gate_leave(void)
 #ifdef NDEBUG
 #define CANCEL_ASSERT_HELD(word) ((void)0)
 #else
+/* Relaxed: the holder (the caller) set the bit itself. */
 #define CANCEL_ASSERT_HELD(word) \
     CANCEL_ASSERT(atomic_load_explicit((word), memory_order_relaxed) & CANCEL_LOCKED)
 #endif
@@ -221,6 +225,7 @@ static inline void cancel__lock(_Atomic int *word)
 {
     cancel__gate_enter();
     int expected = 0; /* a live token, a record: the common case */
+    /* (L4) pairs with (L3) below: the last holder's section is visible. */
     if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
                              word, &expected, CANCEL_LOCKED,
                              memory_order_acquire, memory_order_relaxed), 0))
@@ -229,8 +234,10 @@ static inline void cancel__lock(_Atomic int *word)
 
 static inline void cancel__unlock(_Atomic int *word)
 {
-    /* Nobody else writes the word while we hold it. */
+    /* Relaxed: nobody else writes the word while we hold it. */
     int w = atomic_load_explicit(word, memory_order_relaxed);
+    /* (L3) pairs with (L4) above and (L5), (L6) in lock.c: our critical
+     * section is visible to the next holder. */
     atomic_store_explicit(word, w & CANCEL_REASON_MASK, memory_order_release);
     /* (L1) pairs with (L2) in lock.c: the store stays before the load in
      * program order; the sleeper's membarrier supplies the hardware fence. */
@@ -243,7 +250,8 @@ static inline void cancel__unlock(_Atomic int *word)
 static inline void cancel__token_lock(cancel_token_t *t) { cancel__lock(&t->word); }
 static inline void cancel__token_unlock(cancel_token_t *t) { cancel__unlock(&t->word); }
 
-/* The reason of a token whose lock we hold. */
+/* The reason of a token whose lock we hold (relaxed: only the holder
+ * writes it). */
 static inline int cancel__reason_locked(const cancel_token_t *t)
 {
     return atomic_load_explicit(&((cancel_token_t *)t)->word, memory_order_relaxed) &
@@ -257,6 +265,8 @@ static inline int cancel__reason_locked(const cancel_token_t *t)
 static inline cancel_token_t *cancel__drop_hold_locked(cancel_token_t *t)
 {
     CANCEL_ASSERT_HELD(&t->word);
+    /* Relaxed: the hold bit changes only under T's lock, which we hold;
+     * the count bits are not looked at. */
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
     if (!(n & CANCEL_REFS_HOLD) || t->callbacks || t->first_child)
         return NULL;
@@ -293,7 +303,7 @@ struct token_ext {
     struct token_signal signal;
     /* An extension library's object (cancel_token_attachment_, below;
      * issue 16): stored once under the token's lock with release order,
-     * read with acquire loads without it (token.c). */
+     * read with acquire loads without it: (X1), (X2) in token.c. */
     _Atomic(struct cancel_attach *) attach;
 };
 
@@ -465,6 +475,8 @@ struct token_ext *cancel__token_ext(cancel_token_t *t);
  * string ("read", "accept", ...) or NULL when not blocked.
  */
 struct cancel_blocked {
+    /* (D1) release stores of CALL (wake.c, token_wait.c) pair with (D2),
+     * scope.c's acquire load: who sees CALL sees FD and SINCE_NS. */
     _Atomic(const char *) call;
     _Atomic int fd;
     _Atomic int64_t since_ns;       /* CLOCK_MONOTONIC when the wait began */

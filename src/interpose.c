@@ -73,7 +73,8 @@ static void *next_sym(const char *name, const char *version)
 }
 
 /* REAL(name): the next definition of NAME, resolved once (a race resolves
- * the same pointer twice: harmless). */
+ * the same pointer twice: harmless).  Relaxed: the pointer is the whole
+ * message; the code it names was mapped before we were. */
 #define NEXT(ret, name, version, ...)                                      \
     static _Atomic(ret(*)(__VA_ARGS__)) next_##name;                       \
     static inline ret (*real_##name(void))(__VA_ARGS__)                    \
@@ -150,6 +151,8 @@ NEXT(int, sem_clockwait, NULL, sem_t *, clockid_t, const struct timespec *)
 static _Atomic pid_t self_pid;
 static const struct cancel_interpose_api *api_get(void);
 
+/* Relaxed: stored at load time and in a fork child before it has a second
+ * thread; pthread_create orders it for later threads. */
 static void atfork_child(void)
 {
     atomic_store_explicit(&self_pid, getpid(), memory_order_relaxed);
@@ -173,6 +176,7 @@ static _Atomic unsigned long calls_cancelled;
 EXPORT unsigned long cancel__interpose_calls(void);
 EXPORT unsigned long cancel__interpose_calls(void)
 {
+    /* Relaxed, like the increment: a statistic read only by tests. */
     return atomic_load_explicit(&calls_cancelled, memory_order_relaxed);
 }
 
@@ -181,6 +185,8 @@ static const struct cancel_interpose_api *api_table;
 
 static const struct cancel_interpose_api *api_get(void)
 {
+    /* Relaxed: the table is a constant of libcancel's image, complete before
+     * any thread could load the pointer. */
     const struct cancel_interpose_api *a = __atomic_load_n(&api_table, __ATOMIC_RELAXED);
     if (__builtin_expect(!a, 0)) {
         a = cancel__interpose_api();
@@ -198,11 +204,12 @@ static inline cancel_token_t *token(void)
     cancel_token_t *t = API.token();
     if (__builtin_expect(t == NULL, 1))
         return NULL;
-    /* A vfork child runs in its parent's memory and sees its token. */
+    /* A vfork child runs in its parent's memory and sees its token.
+     * Relaxed: see atfork_child. */
     pid_t self = atomic_load_explicit(&self_pid, memory_order_relaxed);
     if (self != 0 && getpid() != self)
         return NULL;
-    if (cancel_token_is_cancelled(t))
+    if (cancel_token_is_cancelled(t)) /* relaxed: a statistic for tests */
         atomic_fetch_add_explicit(&calls_cancelled, 1, memory_order_relaxed);
     return t;
 }
@@ -651,6 +658,7 @@ static _Atomic int sync_mode = -1;
 
 static bool sync_enabled(void)
 {
+    /* Relaxed: every thread computes the same value. */
     int m = atomic_load_explicit(&sync_mode, memory_order_relaxed);
     if (m < 0) {
         const char *env = getenv("CANCEL_INTERPOSE");

@@ -92,9 +92,12 @@ static _Atomic int barrier_state;
 
 static bool barrier_register(void)
 {
+    /* (M2) pairs with (M1): a thread that reads 1 issues its barriers
+     * after the registration (kernel state, no data of ours). */
     int state = atomic_load_explicit(&barrier_state, memory_order_acquire);
     if (state == 0) {
         state = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 ? 1 : 2;
+        /* (M1) pairs with (M2).  Two threads may both register: harmless. */
         atomic_store_explicit(&barrier_state, state, memory_order_release);
     }
     return state == 1;
@@ -118,6 +121,7 @@ static bool heavy_barrier(void)
 
 struct cancel_parking cancel__parking[CANCEL_PARKING_BUCKETS] __attribute__((aligned(64)));
 
+/* The load is a relaxed peek; (L5) the CAS pairs with (L3) in internal.h. */
 static bool try_lock(_Atomic int *word)
 {
     int w = atomic_load_explicit(word, memory_order_relaxed);
@@ -163,6 +167,7 @@ void cancel__lock_slow(_Atomic int *word)
     static const struct timespec late = {0, 1000000};
     const struct timespec *timeout = heavy_barrier() ? NULL : &late;
     for (;;) {
+        /* A relaxed peek; (L6) the CAS pairs with (L3) in internal.h. */
         int w = atomic_load_explicit(word, memory_order_relaxed);
         if (!(w & CANCEL_LOCKED)) {
             if (atomic_compare_exchange_strong_explicit(word, &w, w | CANCEL_LOCKED,
@@ -173,6 +178,7 @@ void cancel__lock_slow(_Atomic int *word)
         }
         futex_wait((_Atomic uint32_t *)word, (uint32_t)w, timeout);
     }
+    /* Relaxed: a count still high costs an unlocker a spurious wake only. */
     atomic_fetch_sub_explicit(&bucket->sleepers, 1, memory_order_relaxed);
     errno = saved;
 }
@@ -208,6 +214,7 @@ static __thread struct cancel_thread record_own __attribute__((tls_model("initia
 static void record_release(void *arg)
 {
     struct cancel_thread *rec = arg;
+    /* Relaxed: our own depth. */
     CANCEL_ASSERT(atomic_load_explicit(&rec->depth, memory_order_relaxed) == 0);
     cancel__me = NULL;
     pthread_mutex_lock(&registry_lock);
@@ -260,6 +267,7 @@ struct cancel_thread *cancel__thread_self(void)
 static void gate_wait_open(void)
 {
     int saved = errno;
+    /* (G7) pairs with (G6): the parent's fork handlers are done. */
     while (atomic_load_explicit(&cancel__gate_closed, memory_order_acquire))
         futex_wait((_Atomic uint32_t *)&cancel__gate_closed, 1, NULL);
     errno = saved;
@@ -273,7 +281,8 @@ void cancel__gate_enter_slow(void)
         cancel__gate_enter();
         return;
     }
-    /* We counted ourselves in at depth 0: leave, wait outside, come in again. */
+    /* We counted ourselves in at depth 0: leave, wait outside, come in
+     * again.  (G4) pairs with (G5), like (G3) in internal.h. */
     atomic_store_explicit(&cancel__me->depth, 0, memory_order_release);
     gate_wait_open();
     cancel__gate_enter();
@@ -292,7 +301,9 @@ void cancel__lock_atfork_prepare(void)
             continue;
         /* Without membarrier a thread's depth store may still sit in its
          * store buffer when we read zero; polling a little longer makes
-         * that window the buffer's drain time (cancel(7) says so). */
+         * that window the buffer's drain time (cancel(7) says so).  (G5)
+         * pairs with (G3) in internal.h and (G4): a thread's sections are
+         * over once its depth reads zero. */
         for (int quiet = 0; quiet < (ordered ? 1 : 3); quiet++) {
             while (atomic_load_explicit(&rec->depth, memory_order_acquire) != 0)
                 sched_yield();
@@ -307,6 +318,7 @@ void cancel__lock_atfork_prepare(void)
 void cancel__lock_atfork_parent(void)
 {
     pthread_mutex_unlock(&registry_lock);
+    /* (G6) pairs with (G7). */
     atomic_store_explicit(&cancel__gate_closed, 0, memory_order_release);
     futex_wake((_Atomic uint32_t *)&cancel__gate_closed, INT_MAX);
 }
@@ -339,6 +351,7 @@ void cancel__lock_atfork_child(void)
             continue;
         }
         rec->in_use = false;
+        /* Relaxed, here and below: the child has one thread. */
         atomic_store_explicit(&rec->depth, 0, memory_order_relaxed);
         atomic_store_explicit(&rec->lock, 0, memory_order_relaxed);
         rec->frames = NULL;

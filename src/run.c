@@ -45,6 +45,8 @@ static unsigned graph_epoch;
 /* Written by waiters only; read by every runner after a run. */
 static _Atomic unsigned graph_waiters __attribute__((aligned(64)));
 
+/* Relaxed: the frame's lock orders the count (see the pairing above); a
+ * count left high a moment costs a runner a spurious broadcast only. */
 static void graph_enter(void)
 {
     pthread_mutex_lock(&graph_mu);
@@ -81,8 +83,8 @@ bool cancel__run_callback_locked(cancel_token_t *t, struct cancel_cb *cb)
     cancel__unlock(&me->lock);
     cb->runner = me;
     uint32_t armed = CANCEL_CB_ARMED;
-    /* Release: RUNNER before the state, for the remove that reads RUNNING
-     * (pairs with the acquire in callback.c's cancel_callback_remove). */
+    /* (K1) pairs with (K2) in callback.c's cancel_callback_remove: RUNNER
+     * before the state, for the remove that reads RUNNING. */
     if (!atomic_compare_exchange_strong_explicit(&cb->state, &armed, CANCEL_CB_RUNNING,
                                                  memory_order_release, memory_order_relaxed)) {
         cancel__lock(&me->lock);
@@ -119,8 +121,8 @@ bool cancel__run_callback_locked(cancel_token_t *t, struct cancel_cb *cb)
     cancel__lock(&me->lock);
     me->frames = f.outer;
     cancel__unlock(&me->lock);
-    /* Under T's lock, after both unlinks: see the pairing above (the
-     * record's lock orders a remove's wait, T's a cancel's). */
+    /* Relaxed, under T's lock, after both unlinks: see the pairing above
+     * (the record's lock orders a remove's wait, T's a cancel's). */
     if (__builtin_expect(atomic_load_explicit(&graph_waiters, memory_order_relaxed) != 0, 0)) {
         cancel__token_unlock(t);
         graph_broadcast();
@@ -166,6 +168,7 @@ static bool has_frame_on(const struct cancel_thread *th, const cancel_token_t *t
 static bool foreign_run_locked(cancel_token_t *t, const struct cancel_thread *me)
 {
     for (struct cancel_cb *n = t->callbacks; n; n = n->next) {
+        /* Relaxed: T's lock publishes the frames, with their state. */
         if (atomic_load_explicit(&n->state, memory_order_relaxed) != CANCEL_CB_FRAME)
             break; /* frames come first */
         if (((struct cancel_frame *)n)->owner != me)
@@ -255,7 +258,7 @@ void cancel__run_atfork_parent(void)
 void cancel__run_atfork_child(void)
 {
     graph_waiting = NULL;
-    atomic_store_explicit(&graph_waiters, 0, memory_order_relaxed);
+    atomic_store_explicit(&graph_waiters, 0, memory_order_relaxed); /* one thread */
     pthread_cond_init(&graph_cv, NULL);
     pthread_mutex_unlock(&graph_mu); /* ours since prepare */
 }

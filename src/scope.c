@@ -118,7 +118,8 @@ struct cancel_scope {
     bool joining;
     bool terminated;            /* by terminate or a RACE winner */
     bool succeeded;             /* RACE: some task returned 0 */
-    _Atomic bool draining;      /* set once under MU; read anywhere */
+    _Atomic bool draining;      /* set once under MU; read anywhere: relaxed
+                                 * under MU (marked MU), else (N2) */
     cancel_token_t *drain;      /* the drain token, made on demand */
     cancel_token_t *grace;      /* drain's hard-cancel timer, or NULL */
     cancel_callback_t grace_cb;
@@ -145,15 +146,16 @@ static struct chain *chain_new(struct chain *up)
         return NULL;
     atomic_init(&c->refs, 1);
     c->up = up;
-    if (up)
+    if (up) /* relaxed: our caller holds a reference on UP */
         atomic_fetch_add_explicit(&up->refs, 1, memory_order_relaxed);
     return c;
 }
 
 static void chain_unref(struct chain *c)
 {
-    /* acq_rel: whoever frees a node sees every write made before the
-     * other references were dropped.  A loop: deep nesting, flat stack. */
+    /* (P3) acq_rel, pairing with itself in the other holders: whoever
+     * frees a node sees every write made before the other references were
+     * dropped.  A loop: deep nesting, flat stack. */
     while (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
         struct chain *up = c->up;
         free(c);
@@ -181,8 +183,9 @@ static bool inside_task(const struct cancel_task *task)
 {
     if (current_task == task)
         return true;
-    /* Acquire: pairs with the release in cancel_scope_open_in.  A node made
-     * after we read NULL cannot be in our chain. */
+    /* (P2) pairs with (P1) in task_node (cancel_scope_open_in): the node
+     * is initialised.  A node made after we read NULL cannot be in our
+     * chain. */
     const struct chain *n = atomic_load_explicit(&task->node, memory_order_acquire);
     if (!n)
         return false;
@@ -201,10 +204,11 @@ static int64_t now_ns(void)
 /* The calling task's chain node, made on first use; NULL: out of memory. */
 static struct chain *task_node(struct cancel_task *t)
 {
+    /* Relaxed: only T's own thread stores NODE. */
     struct chain *n = atomic_load_explicit(&t->node, memory_order_relaxed);
     if (!n) {
         n = chain_new(t->scope->node);
-        /* Release: pairs with the acquire in inside_task. */
+        /* (P1) pairs with (P2) in inside_task and cancel__scope_visit. */
         if (n)
             atomic_store_explicit(&t->node, n, memory_order_release);
     }
@@ -380,10 +384,12 @@ static void queue_remove_locked(cancel_scope_t *s, struct cancel_task *task)
 static void task_free(struct cancel_task *task)
 {
     cancel_token_unref(task->token);
+    /* Relaxed: the record is ours alone; MU ordered its worker's store. */
     chain_unref(atomic_load_explicit(&task->node, memory_order_relaxed));
     free(task);
-    /* Release: pairs with the acquire of a test that reads the count and
-     * then looks at the scope's token (the token was released before). */
+    /* (U1) pairs with the acquire in tests/check_scope.c, a test that
+     * reads the count and then looks at the scope's token (the token was
+     * released before). */
     atomic_fetch_sub_explicit(&cancel__scope_task_records, 1, memory_order_release);
 }
 
@@ -408,7 +414,9 @@ static void task_account(struct cancel_task *task, int rc)
 {
     cancel_scope_t *s = task->scope;
     /* Errors caused by cancellation (the task's, or a drain's) never count
-     * as failures. */
+     * as failures.  (N2) pairs with (N1) in cancel_scope_drain, though the
+     * drain's ECANCELED reached us through its token's reason, stored after
+     * DRAINING, and that (R1)/(R2) pair already orders the flag. */
     bool excused = (rc == ECANCELED || rc == ETIMEDOUT) &&
                    (cancel_token_is_cancelled(task->token) ||
                     atomic_load_explicit(&s->draining, memory_order_acquire));
@@ -535,6 +543,7 @@ static void spin_until_below(cancel_scope_t *s, unsigned limit)
     if (cancel__ncpu() < 2)
         return;
     int64_t start = now_ns();
+    /* Relaxed: a hint; the caller checks again under MU. */
     for (unsigned i = 1; atomic_load_explicit(&s->live, memory_order_relaxed) >= limit; i++) {
         if ((i & 63) == 0 && now_ns() - start > 20 * 1000)
             return;
@@ -560,7 +569,7 @@ static int wait_for_slot_locked(cancel_scope_t *s, bool nowait, cancel_callback_
     while (s->limit != 0 && s->live >= s->limit) {
         if (nowait)
             return EBUSY;
-        if (atomic_load_explicit(&s->draining, memory_order_relaxed))
+        if (atomic_load_explicit(&s->draining, memory_order_relaxed)) /* MU */
             return ESHUTDOWN;
         if (cancel_token_is_cancelled(s->token) || cancel_token_is_cancelled(mine))
             return ECANCELED;
@@ -593,7 +602,7 @@ static int wait_for_slot_locked(cancel_scope_t *s, bool nowait, cancel_callback_
         if (self)
             self->waiting_slot = NULL;
     }
-    if (atomic_load_explicit(&s->draining, memory_order_relaxed))
+    if (atomic_load_explicit(&s->draining, memory_order_relaxed)) /* MU */
         return ESHUTDOWN;
     /* A cancel that freed the slots (its tasks ended) still wins. */
     if (cancel_token_is_cancelled(s->token) || (*armed && cancel_token_is_cancelled(mine)))
@@ -615,6 +624,7 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
 {
     if (!s || !fn)
         return EINVAL;
+    /* (N2), an early answer without MU; checked again under MU below. */
     if (atomic_load_explicit(&s->draining, memory_order_acquire))
         return ESHUTDOWN;
     if (cancel_token_is_cancelled(s->token))
@@ -634,6 +644,7 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
         free(task);
         return ENOMEM;
     }
+    /* Relaxed: a count for tests; the decrement (U1) orders the free. */
     atomic_fetch_add_explicit(&cancel__scope_task_records, 1, memory_order_relaxed);
 
     cancel_callback_t cbs[2];
@@ -642,7 +653,7 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
     int rc = 0;
     if (s->joining && !inside(s))
         rc = EINVAL; /* only the scope's own tasks may spawn once join began */
-    else if (atomic_load_explicit(&s->draining, memory_order_relaxed))
+    else if (atomic_load_explicit(&s->draining, memory_order_relaxed)) /* MU */
         rc = ESHUTDOWN;
     else if (cancel_token_is_cancelled(s->token))
         rc = ECANCELED;
@@ -666,7 +677,7 @@ static int spawn_task(cancel_scope_t *s, const char *name, cancel_task_fn fn, vo
         if (rc)
             break;
         if (s->limit == 0 || s->live < s->limit) {
-            rc = atomic_load_explicit(&s->draining, memory_order_relaxed) ? ESHUTDOWN
+            rc = atomic_load_explicit(&s->draining, memory_order_relaxed) /* MU */ ? ESHUTDOWN
                : cancel_token_is_cancelled(s->token) ? ECANCELED : 0;
             break;
         }
@@ -910,6 +921,8 @@ static void hard_cancel(void *arg, int reason)
 {
     cancel_scope_t *s = arg;
     (void)reason;
+    /* Relaxed: after the drain no task is added, so a stale count only
+     * cancels a scope whose last task is ending anyway. */
     if (atomic_load_explicit(&s->live, memory_order_relaxed) > 0)
         cancel_token_cancel(s->token, ECANCELED);
 }
@@ -927,7 +940,7 @@ cancel_token_t *cancel_scope_drain_token(cancel_scope_t *s)
         d = s->drain = cancel_token_child(s->token);
         made = true;
     }
-    bool draining = atomic_load_explicit(&s->draining, memory_order_relaxed);
+    bool draining = atomic_load_explicit(&s->draining, memory_order_relaxed); /* MU */
     pthread_mutex_unlock(&s->mu);
     if (!d) {
         errno = ENOMEM;
@@ -955,13 +968,14 @@ int cancel_scope_drain(cancel_scope_t *s, int64_t grace_ns)
         cancel_callback_add(&s->grace_cb, s->grace, hard_cancel, s);
     }
     pthread_mutex_lock(&s->mu);
-    bool first = !atomic_load_explicit(&s->draining, memory_order_relaxed);
+    bool first = !atomic_load_explicit(&s->draining, memory_order_relaxed); /* MU */
     if (!first && (grace_ns < 0 || (s->grace_set && cancel__timespec_cmp(&at, &s->grace_at) >= 0))) {
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_unlock(&s->drain_mu);
         return EALREADY;
     }
-    /* Release: a task that sees DRAINING sees the drain as begun. */
+    /* (N1) pairs with (N2) in task_account and spawn_task, which read it
+     * without MU: a task that sees DRAINING sees the drain as begun. */
     atomic_store_explicit(&s->draining, true, memory_order_release);
     if (grace_ns >= 0) {
         s->grace_set = true;
@@ -984,6 +998,7 @@ static void spin_until_idle(cancel_scope_t *s)
     if (cancel__ncpu() < 2)
         return;
     int64_t start = now_ns();
+    /* Relaxed: a hint; join checks again under MU. */
     for (unsigned i = 1; atomic_load_explicit(&s->live, memory_order_relaxed) > 0; i++) {
         if ((i & 63) == 0 && now_ns() - start > 20 * 1000)
             return;
@@ -1152,11 +1167,12 @@ void cancel__scope_visit(cancel_scope_t *s, int64_t now,
         .limit = s->limit,
         .joining = s->joining,
         .terminated = s->terminated,
-        .draining = atomic_load_explicit(&s->draining, memory_order_relaxed),
+        .draining = atomic_load_explicit(&s->draining, memory_order_relaxed), /* MU */
         .failure = s->failure,
         .token = s->token,
     };
     fn(ctx, &sv, NULL);
+    /* NEST: (P2) pairs with (P1) in task_node. */
     for (struct cancel_task *t = s->tasks; t; t = t->next) {
         if (t->state == TASK_DONE)
             continue;
@@ -1170,7 +1186,9 @@ void cancel__scope_visit(cancel_scope_t *s, int64_t now,
             tv.thread = t->thread;
             tv.waiting_slot = t->waiting_slot == s;
             /* The record belongs to the worker thread, which cannot exit
-             * while the task is RUNNING (it needs MU to leave that state). */
+             * while the task is RUNNING (it needs MU to leave that state).
+             * (D2) pairs with (D1) in wake.c and token_wait.c: FD and
+             * SINCE_NS, loaded relaxed, are those stored before CALL. */
             tv.call = atomic_load_explicit(&t->blocked->call, memory_order_acquire);
             if (tv.call) {
                 tv.fd = atomic_load_explicit(&t->blocked->fd, memory_order_relaxed);

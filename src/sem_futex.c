@@ -53,6 +53,9 @@ static void wake_sem_waiter(void *arg, int reason)
 {
     (void)reason;
     _Atomic uint32_t *word = arg;
+    /* Release with no acquire partner, more than needed: only futex_waitv
+     * compares the word; the waiter learns of the cancel from the reason,
+     * (R2), which the cancel stored before running us. */
     atomic_store_explicit(word, 1, memory_order_release);
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
@@ -66,18 +69,23 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec 
         { .val = 0, .uaddr = (uintptr_t)&s->data, .flags = value_flags },
         { .val = 0, .uaddr = (uintptr_t)&wake_word, .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG },
     };
+    /* Relaxed: ours, and no callback is armed on it yet. */
     atomic_store_explicit(&wake_word, 0, memory_order_relaxed);
     cancel_callback_t cb;
     if (cancel_callback_add(&cb, t, wake_sem_waiter, (void *)&wake_word) == 1)
         return -cancel__reason_errno(cancel_token_reason(t));
 
-    /* Counted as a waiter, sem_post wakes the value word for us. */
+    /* Counted as a waiter, sem_post wakes the value word for us.  Acquire
+     * is more than needed (glibc's __new_sem_wait_slow adds itself
+     * relaxed): the CAS below, (Q1), takes the unit and acquires it. */
     uint64_t d = atomic_fetch_add_explicit(&s->data, SEM_ONE_WAITER, memory_order_acquire) +
                  SEM_ONE_WAITER;
     int rc;
     bool timed_out = false;
     for (;;) {
         if ((d & SEM_VALUE_MASK) > 0) {
+            /* (Q1) pairs with the release CAS of glibc's sem_post: the
+             * poster's writes are visible once we hold its unit. */
             if (atomic_compare_exchange_weak_explicit(&s->data, &d,
                                                       d - 1 - SEM_ONE_WAITER,
                                                       memory_order_acquire,
@@ -89,6 +97,8 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec 
         }
         int reason = cancel_token_reason(t);
         if (reason || timed_out) {
+            /* Relaxed, here and below: leaving takes no unit (glibc's
+             * timeout path does the same). */
             atomic_fetch_sub_explicit(&s->data, SEM_ONE_WAITER, memory_order_relaxed);
             rc = reason ? -cancel__reason_errno(reason) : -ETIMEDOUT;
             break;
@@ -106,7 +116,7 @@ int cancel__sem_wait_exact(sem_t *sem, cancel_token_t *t, const struct timespec 
             rc = -errno;
             break;
         }
-        d = atomic_load_explicit(&s->data, memory_order_relaxed);
+        d = atomic_load_explicit(&s->data, memory_order_relaxed); /* (Q1) acquires */
     }
     /* The callback may still be running: remove waits for it, so it never
      * touches the wake word of a later wait. */

@@ -69,6 +69,8 @@ static void handler(int signo)
         raise(signo);
     } else {
         unsigned char b = (unsigned char)signo;
+        /* Relaxed: only the number is used; stored before the handler was
+         * installed, and the CAS above read our registration's STATE. */
         ssize_t w = write(atomic_load_explicit(&wake_wr, memory_order_relaxed), &b, 1);
         (void)w; /* a full pipe already holds a wake-up */
     }
@@ -202,6 +204,8 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
     if (!g)
         return ENOMEM;
     struct token_ext *ext = cancel__token_ext(t);
+    /* Relaxed: the caller holds a reference, so the store happens before
+     * the token's free (its count's (C1)/(C2)), where it is read. */
     if (ext)
         atomic_store_explicit(&ext->signal.registered, true, memory_order_relaxed);
     if (!ext) {
@@ -249,6 +253,7 @@ int cancel_token_cancel_on_signal(cancel_token_t *t, int signo)
 
 void cancel__signal_forget(cancel_token_t *t, struct token_signal *sig)
 {
+    /* Relaxed: see cancel_token_cancel_on_signal. */
     if (!atomic_load_explicit(&sig->registered, memory_order_relaxed))
         return;
     pthread_mutex_lock(&sig_lock);

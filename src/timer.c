@@ -284,7 +284,8 @@ static cancel_token_t *deadline_child(cancel_token_t *parent, const struct times
     if (!t)
         return NULL;
     /* Written before the token is handed out: no lock needed, and readers
-     * (cancel_token_deadline) see it through the EXT's release. */
+     * (cancel_token_deadline) see it through whatever hands T to them (the
+     * EXT's release, (E1), comes before these stores). */
     struct token_ext *ext = cancel__token_ext(t);
     if (ext) {
         ext->deadline.has_deadline = true;
@@ -435,7 +436,7 @@ bool cancel_token_deadline(const cancel_token_t *t, struct timespec *at)
     pthread_mutex_lock(&timer_lock);
     while (depth > 0) {
         for (const cancel_token_t *n = stack[--depth]; n; n = n->parent) {
-            /* Acquire: pairs with the release that published EXT. */
+            /* (E2) pairs with (E1) in token.c: the EXT is initialised. */
             struct token_ext *ext = atomic_load_explicit(
                 &n->ext, memory_order_acquire);
             if (!ext)

@@ -54,7 +54,7 @@ __attribute__((noinline, noreturn)) static void released_twice(const cancel_toke
 
 struct token_ext *cancel__token_ext(cancel_token_t *t)
 {
-    /* Acquire: pairs with the release below; the EXT's fields are set. */
+    /* (E2) pairs with (E1) below: the EXT's fields are initialised. */
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext)
         return ext;
@@ -65,7 +65,10 @@ struct token_ext *cancel__token_ext(cancel_token_t *t)
     fresh->fd = -1;
     fresh->deadline.heap_index = SIZE_MAX;
     struct token_ext *none = NULL;
-    /* Release: a reader that loads EXT without the lock sees it initialised. */
+    /* (E1) pairs with (E2) here, in token_free, flag_locked,
+     * cancelled_from, the attachment and timer.c: a reader that loads EXT
+     * without the lock sees it initialised.  A loser's acquire reads the
+     * winner's. */
     if (atomic_compare_exchange_strong_explicit(&t->ext, &none, fresh, memory_order_acq_rel,
                                                 memory_order_acquire))
         return fresh;
@@ -104,7 +107,8 @@ cancel_token_t *cancel_token_child(cancel_token_t *parent)
     t->parent = parent; /* no reference: a linked child keeps it (see release) */
     cancel__token_lock(parent);
     /* Under the lock: a concurrent cancel of PARENT either sees us linked
-     * and flags us, or flagged PARENT before we copy its reason. */
+     * and flags us, or flagged PARENT before we copy its reason.  Relaxed:
+     * T is unpublished until PARENT's unlock and our return. */
     atomic_store_explicit(&t->word, cancel__reason_locked(parent), memory_order_relaxed);
     t->next_sibling = parent->first_child;
     if (t->next_sibling)
@@ -129,7 +133,10 @@ cancel_token_t *cancel_token_ref(cancel_token_t *t)
 bool cancel__token_try_ref(cancel_token_t *t)
 {
     /* Never from zero: a count reaches zero only under the token's lock
-     * (and its parent's), when the token is already being freed. */
+     * (and its parent's), when the token is already being freed.  The load
+     * is a peek; (C3) the CAS pairs with (C1), as a release's acquire does,
+     * though the lock through which the caller found T already orders
+     * what it reads. */
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
     while ((n & CANCEL_REFS_COUNT) != 0) {
         if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n + 1,
@@ -145,6 +152,7 @@ bool cancel__token_try_ref(cancel_token_t *t)
  * held a reference on T, so RELEASE comes after it. */
 static void attach_release(struct token_ext *ext)
 {
+    /* (X2) pairs with (X1) in cancel_token_attachment_. */
     struct cancel_attach *a = atomic_load_explicit(&ext->attach, memory_order_acquire);
     if (a) {
         a->release(a->obj);
@@ -168,6 +176,7 @@ static void attach_list_locked(cancel_token_t *t, struct token_ext *ext)
         cb->next->prev_link = &cb->next;
     cb->prev_link = &t->callbacks;
     t->callbacks = cb;
+    /* Relaxed: T's lock publishes it to the run walk. */
     atomic_store_explicit(&cb->state, CANCEL_CB_ARMED, memory_order_relaxed);
 }
 /* ---- end of extension attachment ---- */
@@ -175,6 +184,7 @@ static void attach_list_locked(cancel_token_t *t, struct token_ext *ext)
 /* Frees T, already unlinked and unreachable, outside the lock. */
 static void token_free(cancel_token_t *t)
 {
+    /* (E2) pairs with (E1) in cancel__token_ext. */
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext) {
         /* Registrations that could still reach T end before T goes: each of
@@ -204,12 +214,13 @@ static void token_free(cancel_token_t *t)
 static bool release_locked(cancel_token_t *t)
 {
     CANCEL_ASSERT_HELD(&t->word);
-    /* Acquire: the other holders' writes (their releases were acq_rel)
-     * happen before our free. */
+    /* (C2) pairs with (C1) in cancel_token_unref, here and in
+     * run_node_locked: the other holders' writes happen before our free. */
     unsigned n = atomic_load_explicit(&t->refs, memory_order_acquire);
     for (;;) {
         if ((n & CANCEL_REFS_COUNT) > 1) {
-            /* Someone took a reference (try_ref) meanwhile: not the last. */
+            /* Someone took a reference (try_ref) meanwhile: not the last.
+             * (C1), a release like cancel_token_unref's. */
             if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n - 1,
                                                       memory_order_acq_rel,
                                                       memory_order_acquire))
@@ -219,6 +230,9 @@ static bool release_locked(cancel_token_t *t)
         if (n != 1)
             released_twice(t);
         if (t->callbacks || t->first_child) {
+            /* Our reference passes to the dependents: acq_rel as the
+             * release it stands for, though T's lock, under which the
+             * hold is dropped, orders it as well. */
             if (atomic_compare_exchange_weak_explicit(&t->refs, &n, n | CANCEL_REFS_HOLD,
                                                       memory_order_acq_rel,
                                                       memory_order_acquire))
@@ -230,11 +244,13 @@ static bool release_locked(cancel_token_t *t)
          * hold; and the timer, signal and link modules, on a token with an
          * EXT.  Without one, the count holds still: a plain store, one
          * atomic read-modify-write less on every child release.  (The
-         * acquire load above read every other holder's acq_rel release.) */
+         * acquire load above read every other holder's acq_rel release,
+         * and with it any EXT they made: the EXT load may be relaxed.) */
         if (!atomic_load_explicit(&t->ext, memory_order_relaxed)) {
             atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
             break;
         }
+        /* (C2), as above: a try_ref may still race us to the end. */
         if (atomic_compare_exchange_weak_explicit(&t->refs, &n, 0, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
@@ -251,7 +267,8 @@ void cancel_token_unref(cancel_token_t *t)
 {
     if (!t)
         return;
-    /* Not the last reference: one CAS.  acq_rel (not release plus a fence,
+    /* Not the last reference: one CAS after a relaxed peek.  (C1) pairs
+     * with (C2) in release_locked: acq_rel (not release plus a fence,
      * which ThreadSanitizer does not model) orders our writes before the
      * eventual free and makes others' visible to it. */
     unsigned n = atomic_load_explicit(&t->refs, memory_order_relaxed);
@@ -287,9 +304,11 @@ void cancel_token_unref(cancel_token_t *t)
 static bool flag_locked(cancel_token_t *t, int reason)
 {
     CANCEL_ASSERT_HELD(&t->word);
-    /* Release: whatever precedes the flag (the origin) is visible to a
-     * reader whose acquire load sees it.  The lock bit stays set. */
+    /* (R1) pairs with (R2) in internal.h and (R3) in cancel.h: whatever
+     * precedes the flag (the origin) is visible to a reader whose acquire
+     * load sees it.  The lock bit stays set. */
     atomic_store_explicit(&t->word, reason | CANCEL_LOCKED, memory_order_release);
+    /* (E2) pairs with (E1): EXT may be made without T's lock. */
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     if (ext && ext->fd >= 0) {
         /* interpose hook: glibc's eventfd_write never reaches the
@@ -357,6 +376,7 @@ static void run_node_locked(cancel_token_t *t)
     CANCEL_ASSERT_HELD(&t->word);
     for (;;) {
         struct cancel_cb *cb = t->callbacks;
+        /* Relaxed: a hint under T's lock; the claim's CAS decides. */
         while (cb && atomic_load_explicit(&cb->state, memory_order_relaxed) != CANCEL_CB_ARMED)
             cb = cb->next; /* frames of runs under way, callbacks a remove won */
         if (!cb)
@@ -366,7 +386,8 @@ static void run_node_locked(cancel_token_t *t)
     cancel__wait_foreign_runs_locked(t);
     /* The callbacks kept a released T alive: they are all gone now. */
     if (cancel__drop_hold_locked(t)) {
-        /* The hold's reference; ours keeps the count above zero. */
+        /* The hold's reference; ours keeps the count above zero.  (C1),
+         * a release like cancel_token_unref's. */
         unsigned old = atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel);
         CANCEL_ASSERT((old & CANCEL_REFS_COUNT) > 1);
     }
@@ -459,6 +480,7 @@ int cancel_token_cancelled_from(const cancel_token_t *t, pthread_t *thread,
      * ancestor that has one.  Ancestors are alive while T is. */
     for (const cancel_token_t *n = t;
          n && cancel__reason_of(n); n = n->parent) {
+        /* (E2) pairs with (E1) in cancel__token_ext. */
         struct token_ext *ext = atomic_load_explicit(&n->ext, memory_order_acquire);
         if (ext && ext->origin.has_origin) {
             if (thread)
@@ -523,7 +545,8 @@ CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
         errno = EINVAL;
         return NULL;
     }
-    /* Fast path, no lock: (B) this acquire load pairs with (A) below. */
+    /* Fast path, no lock: (E2) pairs with (E1) in cancel__token_ext, and
+     * (X2) with (X1) below: the attachment's fields are set. */
     struct token_ext *ext = atomic_load_explicit(&t->ext, memory_order_acquire);
     struct cancel_attach *a = ext ? atomic_load_explicit(&ext->attach, memory_order_acquire)
                                   : NULL;
@@ -548,9 +571,10 @@ CANCEL_API void *cancel_token_attachment_(cancel_token_t *t, const void *key,
              * lists the callback) or before it (the caller sees T
              * cancelled and cancels OBJ itself). */
             cancel__token_lock(t);
+            /* Relaxed: every store of ATTACH is under T's lock. */
             a = atomic_load_explicit(&ext->attach, memory_order_relaxed);
             if (!a) {
-                /* (A) pairs with (B) above. */
+                /* (X1) pairs with (X2) above and in attach_release. */
                 atomic_store_explicit(&ext->attach, mine, memory_order_release);
                 a = mine;
                 mine = NULL;

@@ -189,6 +189,7 @@ static void *own_malloc_block(void)
 
 static bool bypassed(void)
 {
+    /* Relaxed: it only picks between two correct paths. */
     return atomic_load_explicit(&cancel__token_cache_off, memory_order_relaxed);
 }
 

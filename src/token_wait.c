@@ -75,14 +75,17 @@ int cancel_token_wait(cancel_token_t *t, const struct timespec *deadline)
         cancel_callback_add(&on_cur, cur, on_current, &w);
 
     struct cancel_blocked *blocked = cancel__thread_blocked();
+    /* Relaxed: only this thread writes its record. */
     const char *prev_call = atomic_load_explicit(&blocked->call, memory_order_relaxed);
     if (!prev_call) {
+        /* Relaxed: published by the release of CALL below. */
         atomic_store_explicit(&blocked->fd, -1, memory_order_relaxed);
         struct timespec now = cancel__now();
         atomic_store_explicit(&blocked->since_ns,
                               (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
                               memory_order_relaxed);
-        /* Release: a reader that sees CALL sees FD and SINCE_NS. */
+        /* (D1) pairs with (D2) in scope.c: a reader that sees CALL sees FD
+         * and SINCE_NS. */
         atomic_store_explicit(&blocked->call, "cancel_token_wait", memory_order_release);
     }
 
@@ -98,7 +101,7 @@ int cancel_token_wait(cancel_token_t *t, const struct timespec *deadline)
     }
     pthread_mutex_unlock(&w.mutex);
 
-    if (!prev_call)
+    if (!prev_call) /* release, as in wake.c's cancel__blocked_end */
         atomic_store_explicit(&blocked->call, NULL, memory_order_release);
 
     cancel_callback_remove(&on_t);

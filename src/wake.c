@@ -94,7 +94,8 @@ static void settle(cancel_token_t *t)
 {
     if (!ws.armed_on)
         return;
-    /* (B) Acquire: pairs with (A) in wake_cb. */
+    /* (W2) pairs with (W1) in wake_cb: a stale false is fine, the wake fd
+     * (not FIRED) is what wakes the wait. */
     bool fired = atomic_load_explicit(&ws.fired, memory_order_acquire);
     if (!fired && ws.armed_on == t)
         return;
@@ -103,7 +104,8 @@ static void settle(cancel_token_t *t)
     if (!cancel_callback_remove(&ws.slot) || fired)
         ws.dirty = true;
     ws.armed_on = NULL;
-    atomic_store_explicit(&ws.fired, false, memory_order_relaxed); /* fn is done */
+    /* Relaxed: fn is done (remove waited for it), so nobody else writes it. */
+    atomic_store_explicit(&ws.fired, false, memory_order_relaxed);
 }
 
 /* Thread exit (the key's value is only a marker). */
@@ -111,6 +113,7 @@ static void wake_fd_destroy(void *value)
 {
     (void)value;
     settle(NULL);
+    /* Relaxed: disarmed, so no canceller reads FD any more. */
     int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
     if (fd >= 0)
         close(fd);
@@ -122,6 +125,7 @@ static void wake_fd_destroy(void *value)
  * child's next wake fd (the callback reads FD when it runs). */
 static void atfork_child(void)
 {
+    /* Relaxed: the child has one thread. */
     int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
     if (fd >= 0) {
         close(fd);
@@ -139,6 +143,8 @@ static void wake_init(void)
 /* The calling thread's wake fd, created on first use; -1 when unavailable. */
 static int thread_wake_fd(void)
 {
+    /* Relaxed: only this thread writes FD; a canceller reads it after the
+     * token's lock, taken by the add that arms the slot, ordered it. */
     int fd = atomic_load_explicit(&ws.fd, memory_order_relaxed);
     if (fd >= 0)
         return fd;
@@ -167,8 +173,10 @@ static void wake_cb(void *arg, int reason)
     (void)reason;
     struct wake_state *w = arg;
     int saved = errno;
-    /* (A) Release: pairs with (B) in settle(). */
+    /* (W1) pairs with (W2) in settle and (W3) in cancel__wait_ready_mask:
+     * FIRED is stored before the wake fd is written. */
     atomic_store_explicit(&w->fired, true, memory_order_release);
+    /* Relaxed: stored before the slot was armed (see thread_wake_fd). */
     int fd = atomic_load_explicit(&w->fd, memory_order_relaxed);
     while (fd >= 0 && eventfd_write(fd, 1) < 0 && errno == EINTR)
         ;
@@ -191,16 +199,19 @@ void cancel__blocked_begin(const char *call, int fd)
 {
     struct cancel_blocked *b = cancel__thread_blocked();
     struct timespec now = cancel__now();
+    /* Relaxed: published by the release of CALL below. */
     atomic_store_explicit(&b->fd, fd, memory_order_relaxed);
     atomic_store_explicit(&b->since_ns, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
                           memory_order_relaxed);
-    /* Release: a reader that sees CALL sees the fd and time written above. */
+    /* (D1) pairs with (D2) in scope.c: a reader that sees CALL sees the fd
+     * and time written above. */
     atomic_store_explicit(&b->call, call, memory_order_release);
 }
 
 void cancel__blocked_end(void)
 {
     struct cancel_blocked *b = cancel__thread_blocked();
+    /* Release, though a reader that sees NULL reads nothing after it. */
     atomic_store_explicit(&b->call, NULL, memory_order_release);
 }
 
@@ -266,6 +277,7 @@ int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
                     /* Cancelled between our check and the add: case 2 above
                      * (fn ran inline and wrote the wake fd). */
                     ws.dirty = true;
+                    /* Relaxed: fn ran inline, on this thread. */
                     atomic_store_explicit(&ws.fired, false, memory_order_relaxed);
                     if (set != local)
                         free(set);
@@ -318,7 +330,8 @@ int cancel__wait_ready_mask(cancel_token_t *t, struct pollfd *fds, nfds_t n,
          * readable while our callback has not run was written by someone
          * else (a forked child cancelling its copy of a token that carried
          * this thread's callback writes the shared eventfd): drain it, or
-         * ppoll would return at once for ever. */
+         * ppoll would return at once for ever.  (W3) pairs with (W1): our
+         * callback stores FIRED before it writes the wake fd. */
         if (efd >= 0 && (set[n].revents & POLLIN) &&
             !atomic_load_explicit(&ws.fired, memory_order_acquire))
             drain(efd);

@@ -88,6 +88,7 @@ int cancel_set_default_stack_size(size_t bytes)
 
 size_t cancel_default_stack_size(void)
 {
+    /* Relaxed: see cancel_set_default_stack_size. */
     return atomic_load_explicit(&default_stack, memory_order_relaxed);
 }
 
@@ -144,9 +145,9 @@ long cancel__ncpu(void)
     return n;
 }
 
-/* Spins up to SPIN_NS for a job; true when one was handed over.  The
- * acquire load pairs with the giver's release store, made after it wrote
- * DONE and ARG.  Only on machines with more than one CPU. */
+/* Spins up to SPIN_NS for a job; true when one was handed over.  (J2)
+ * pairs with (J1) in cancel__worker_start, the giver's store made after
+ * it wrote DONE and ARG.  Only on machines with more than one CPU. */
 static bool spin_for_job(struct worker *w)
 {
     if (cancel__ncpu() < 2)
@@ -185,6 +186,7 @@ static void *worker_main(void *p)
 {
     struct worker *w = p;
     for (;;) {
+        /* Relaxed: pthread_create, (J2) or LOCK ordered the giver's store. */
         void (*job)(void *) = atomic_load_explicit(&w->job, memory_order_relaxed);
         pthread_cleanup_push(worker_died, w);
         job(w->arg);
@@ -196,6 +198,7 @@ static void *worker_main(void *p)
          * it wakes (a join) finds us idle and reuses this thread for its
          * next spawn instead of creating one. */
         pthread_mutex_lock(&lock);
+        /* Relaxed: under LOCK, and no giver reads JOB. */
         atomic_store_explicit(&w->job, NULL, memory_order_relaxed);
         bool parked = nidle < MAX_IDLE;
         if (parked) {
@@ -215,7 +218,8 @@ static void *worker_main(void *p)
         pthread_mutex_lock(&lock);
         struct timespec until = cancel__add_ns(cancel__now(), IDLE_NS);
         /* A job may be handed over between the timeout and our relock: the
-         * giver unlinks us under LOCK, so JOB decides, not the timeout. */
+         * giver unlinks us under LOCK, so JOB decides, not the timeout.
+         * Relaxed: LOCK orders the giver's store. */
         while (atomic_load_explicit(&w->job, memory_order_relaxed) == NULL) {
             w->sleeping = true;
             int rc = pthread_cond_timedwait(&w->cond, &lock, &until);
@@ -249,7 +253,8 @@ int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
         nidle--;
         w->done = done;
         w->arg = arg;
-        /* Release: a spinning worker that sees JOB sees DONE and ARG. */
+        /* (J1) pairs with (J2) in spin_for_job: a spinning worker that
+         * sees JOB sees DONE and ARG. */
         atomic_store_explicit(&w->job, job, memory_order_release);
         if (w->sleeping)
             pthread_cond_signal(&w->cond);
@@ -258,6 +263,7 @@ int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
     }
     pthread_mutex_unlock(&lock);
 
+    /* Relaxed: a test hook's counter; only its own value matters. */
     int fail = atomic_load_explicit(&cancel__worker_fail_next_create, memory_order_relaxed);
     while (fail > 0) {
         if (atomic_compare_exchange_weak_explicit(&cancel__worker_fail_next_create, &fail,
