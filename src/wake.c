@@ -80,6 +80,10 @@ struct wake_state {
     /* The wake fd was written and not yet read back.  Draining is deferred
      * to the next wait, off the path of a cancelled call's return. */
     bool dirty;
+    /* fork closed the wake fd under a slot still armed: the next wait
+     * arms it again, so that the token's lock publishes the new FD to a
+     * canceller (nothing else orders our store of it before its load). */
+    bool rearm;
     cancel_callback_t slot;
 };
 /* Initial-exec: the blocking path reads it several times per wait. */
@@ -97,8 +101,9 @@ static void settle(cancel_token_t *t)
     /* (W2) pairs with (W1) in wake_cb: a stale false is fine, the wake fd
      * (not FIRED) is what wakes the wait. */
     bool fired = atomic_load_explicit(&ws.fired, memory_order_acquire);
-    if (!fired && ws.armed_on == t)
+    if (!fired && ws.armed_on == t && !ws.rearm)
         return;
+    ws.rearm = false;
     /* Returns false once fn ran (after waiting for a running fn), which
      * also orders the canceller's write before what we do next. */
     if (!cancel_callback_remove(&ws.slot) || fired)
@@ -121,8 +126,12 @@ static void wake_fd_destroy(void *value)
 }
 
 /* The child's copy of the wake fd is the parent's eventfd object: close it.
- * A slot still armed in the child's copy of the token tree writes the
- * child's next wake fd (the callback reads FD when it runs). */
+ * A slot still armed in the child's copy of the token tree is armed again
+ * by the next wait, once the child's own wake fd exists: a canceller in
+ * another thread of the child reads FD under the token's lock that the
+ * add takes, never the -1 stored here (the slot would not be re-added
+ * otherwise, and a store of the new fd that sat in the store buffer while
+ * the waiter read the reason could lose the wake-up). */
 static void atfork_child(void)
 {
     /* Relaxed: the child has one thread. */
@@ -132,6 +141,8 @@ static void atfork_child(void)
         atomic_store_explicit(&ws.fd, -1, memory_order_relaxed);
         ws.dirty = false;
     }
+    if (ws.armed_on)
+        ws.rearm = true;
 }
 
 static void wake_init(void)

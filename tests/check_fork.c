@@ -667,6 +667,78 @@ static void busy_parent_stop(struct busy_parent *b)
     close(b->pipe[1]);
 }
 
+/* ------------- a wait under the token the parent's wait left armed */
+
+/* The parent's cancel_read blocked under T, so its wake callback stayed
+ * armed on T (wake.c keeps it between waits).  The child closes the
+ * inherited wake fd; its first wait under T must arm the callback again
+ * with its own fd, which another thread of the child's cancel writes.
+ * (The race this guards, a store of the new fd left in the store buffer
+ * while the waiter reads the reason, is too narrow to force; this runs
+ * the path and checks its outcome.) */
+struct rearm {
+    cancel_token_t *t;
+    int pipe[2];
+    pid_t waiter;
+};
+
+static void *rearm_writer(void *arg)
+{
+    struct rearm *r = arg;
+    tu_wait_until_sleeping(r->waiter);
+    if (write(r->pipe[1], "p", 1) != 1)
+        abort();
+    return NULL;
+}
+
+static void *rearm_canceller(void *arg)
+{
+    struct rearm *r = arg;
+    tu_wait_until_sleeping(r->waiter);
+    cancel_token_cancel(r->t, ECANCELED);
+    return NULL;
+}
+
+static int rearm_child(void *arg)
+{
+    struct rearm *r = arg;
+    r->waiter = tu_gettid();
+    pthread_t th;
+    if (pthread_create(&th, NULL, rearm_canceller, r) != 0)
+        return 1;
+    char c;
+    ssize_t n = cancel_read(r->pipe[0], &c, 1);
+    int err = errno;
+    pthread_join(th, NULL);
+    if (n != -1 || err != ECANCELED)
+        return 2;
+    /* Nothing was written: nothing was lost. */
+    if (cancel_token_reason(r->t) != ECANCELED)
+        return 3;
+    return 0;
+}
+
+START_TEST(a_child_wait_under_the_token_the_parent_waited_on_is_woken_by_a_cancel)
+{
+    struct rearm r;
+    r.t = cancel_token_new();
+    ck_assert_int_eq(pipe2(r.pipe, O_CLOEXEC), 0);
+    r.waiter = tu_gettid();
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, rearm_writer, &r), 0);
+    cancel_token_t *prev = cancel_enter(r.t);
+    char c;
+    ck_assert_int_eq(cancel_read(r.pipe[0], &c, 1), 1); /* blocked, then the byte */
+    pthread_join(th, NULL);
+    assert_child_ok(run_child(rearm_child, &r), "a wait under the parent's armed token");
+    ck_assert(!cancel_token_is_cancelled(r.t)); /* the child's cancel was its own */
+    cancel_leave(prev);
+    close(r.pipe[0]);
+    close(r.pipe[1]);
+    cancel_token_unref(r.t);
+}
+END_TEST
+
 START_TEST(a_child_at_once_creates_tokens_deadlines_callbacks_scopes_and_makes_wrapped_calls)
 {
     struct busy_parent b;
@@ -929,6 +1001,7 @@ static Suite *suite(void)
     tcase_add_test(bugs, children_forked_while_threads_hold_library_locks_do_not_hang);
     tcase_add_test(bugs, a_signal_registration_stays_in_force_in_a_child_forked_without_exec);
     tcase_add_test(bugs, a_child_cancels_an_ancestor_of_a_callback_that_another_thread_was_running);
+    tcase_add_test(bugs, a_child_wait_under_the_token_the_parent_waited_on_is_woken_by_a_cancel);
     suite_add_tcase(s, bugs);
 
     TCase *spec = tcase_create("spec");
