@@ -491,6 +491,7 @@ int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
                          size_t stack_size);
 int cancel__stack_size_check(size_t bytes, size_t *rounded);
 unsigned cancel__worker_idle_count(void);
+extern _Atomic unsigned cancel__worker_max_idle; /* 1024; tests lower it */
 long cancel__ncpu(void);    /* online CPUs (spinning makes sense only above 1) */
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 extern _Atomic int cancel__worker_fail_next_create;

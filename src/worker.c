@@ -5,9 +5,8 @@
  * A worker is a detached thread that runs one job, parks on the idle list,
  * runs the job's DONE hook (which may tell a joiner that the job is over:
  * the joiner's next spawn then finds this worker idle), then waits up to
- * IDLE_NS for the next job, then exits.  At most
- * MAX_IDLE workers park at once; a worker that finds the list full exits
- * at once.  Handing a job to an idle worker costs one mutex and one
+ * IDLE_NS for the next job, then exits.  At most cancel__worker_max_idle
+ * workers park at once; a worker that finds the list full exits at once.  Handing a job to an idle worker costs one mutex and one
  * futex wake on that worker's own condition variable (no thundering herd,
  * no thread creation).  The list is LIFO: the most recently parked worker
  * (warm stack, warm caches) is reused first.
@@ -30,12 +29,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* MAX_IDLE: a cancel that ends a thousand tasks at once parks their
- * workers instead of making them all exit together (each exit is a
- * madvise of its stack and a TLB shootdown on every CPU, which took half
- * the cancel->join time of 1,000 blocked tasks); they leave after IDLE_NS. */
 enum {
-    MAX_IDLE = 1024,
     DEFAULT_STACK = 256 * 1024,
 };
 #define IDLE_NS (2 * 1000000000LL)
@@ -55,6 +49,14 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct worker *idle;     /* guarded by LOCK */
 static unsigned nidle;          /* guarded by LOCK */
 static _Atomic size_t default_stack = DEFAULT_STACK;
+
+/* How many workers may park at once (a test hook may lower it).  1024: a
+ * cancel that ends a thousand tasks at once parks their workers instead
+ * of making them all exit together (each exit is a madvise of its stack
+ * and a TLB shootdown on every CPU, which took half the cancel->join time
+ * of 1,000 blocked tasks); they leave after IDLE_NS.  Relaxed: a bound
+ * read under LOCK. */
+_Atomic unsigned cancel__worker_max_idle = 1024;
 
 /* Test hook: the next that many thread creations fail with EAGAIN. */
 _Atomic int cancel__worker_fail_next_create;
@@ -224,7 +226,8 @@ static void *worker_main(void *p)
         pthread_mutex_lock(&lock);
         /* Relaxed: under LOCK, and no giver reads JOB. */
         atomic_store_explicit(&w->job, NULL, memory_order_relaxed);
-        bool parked = nidle < MAX_IDLE;
+        bool parked = nidle < atomic_load_explicit(&cancel__worker_max_idle,
+                                                   memory_order_relaxed);
         if (parked) {
             w->next = idle;
             idle = w;
