@@ -131,6 +131,13 @@ check fork.ltl fork.pml ltl ok
 check fork.BROKEN_NO_BARRIER fork.pml safety 'assertion violated' -DBROKEN_NO_BARRIER
 check fork.BROKEN_GRAPH_NOT_TAKEN fork.pml safety 'assertion violated.*gmu' -DBROKEN_GRAPH_NOT_TAKEN
 
+# The token slabs' give-back count (slab.pml).
+check slab slab.pml safety ok
+check slab.ltl slab.pml ltl ok
+check slab.BROKEN_ABANDON_ALL slab.pml safety 'assertion violated' -DBROKEN_ABANDON_ALL
+check slab.BROKEN_NO_ABANDON slab.pml safety 'assertion violated' -DBROKEN_NO_ABANDON
+check slab.BROKEN_SPLIT_SUB slab.pml safety 'assertion violated' -DBROKEN_SPLIT_SUB
+
 if [ "$status" = 0 ] && [ -z "${VERIFY_KEEP:-}" ]; then
     rm -rf "$work"
 else
