@@ -969,6 +969,7 @@ int main(void)
     ip_ctor_join();
     return 77;
 #endif
+    ip_ctor_join(); /* before any test forks: see libip_ctor.c */
     setenv("CANCEL_INTERPOSE", "sync", 1);
     Suite *s = suite_create("interpose");
     TCase *tc = tcase_create("interpose");
