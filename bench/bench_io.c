@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -63,6 +64,28 @@ static void report_latency(const char *name, double *v, int n, double *p50, doub
     bench_print(buf, *p99 / 1000.0, "us");
 }
 
+/* ------------------------------------------------ placement */
+
+/* The wake-up figures put the canceller on CPU 0 and the thread it wakes
+ * on WAKEE_CPU, the same for every variant: on a virtual machine, waking a
+ * thread whose CPU went idle costs far more than waking one that shares
+ * the canceller's, and a fresh thread per round (pthread_cancel's) would
+ * otherwise land where a long-lived one (ours, the raw eventfd's) does
+ * not.  Across CPUs (1) is the server's case; on the same CPU (0) the
+ * figure is the software path alone, with no idle CPU to wake.  No-op on
+ * one CPU. */
+static int wakee_cpu = 1;
+
+static void pin_to(int cpu)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
 /* ------------------------------------------------ cancel_read wake */
 
 struct waker {
@@ -79,6 +102,7 @@ static void *wake_worker(void *arg)
 {
     struct waker *w = arg;
     char c;
+    pin_to(wakee_cpu);
     for (;;) {
         sem_wait(&w->go);
         if (atomic_load(&w->stop))
@@ -161,6 +185,7 @@ static void *pc_worker(void *arg)
 {
     struct pc *p = arg;
     char c;
+    pin_to(wakee_cpu);
     pthread_cleanup_push(pc_cleanup, p);
     sem_post(&p->armed);
     for (;;) {
@@ -549,6 +574,20 @@ int main(int argc, char **argv)
     }
     pingpong_bench();
 
+    cpu_set_t all;
+    pthread_getaffinity_np(pthread_self(), sizeof all, &all);
+    pin_to(0);
+    wakee_cpu = 0;
+    wake_run(1, lat, WAKE_ITERS);
+    double raw50s, raw99s, p50s, p99s, pc50s, pc99s;
+    report_latency("io_wake_raw_eventfd_same_cpu", lat, WAKE_ITERS, &raw50s, &raw99s);
+    wake_run(0, lat, WAKE_ITERS);
+    report_latency("io_wake_cancel_read_same_cpu", lat, WAKE_ITERS, &p50s, &p99s);
+    pthread_cancel_run(lat, WAKE_ITERS);
+    report_latency("io_wake_pthread_cancel_same_cpu", lat, WAKE_ITERS, &pc50s, &pc99s);
+    bench_ratio("io_wake_cancel_read_vs_raw_eventfd_same_cpu_p50", p50s, raw50s);
+    bench_ratio("io_wake_cancel_read_vs_pthread_cancel_same_cpu_p50", p50s, pc50s);
+    wakee_cpu = 1;
     wake_run(1, lat, WAKE_ITERS);
     double raw50, raw99;
     report_latency("io_wake_raw_eventfd", lat, WAKE_ITERS, &raw50, &raw99);
@@ -559,6 +598,7 @@ int main(int argc, char **argv)
     pthread_cancel_run(lat, WAKE_ITERS);
     double pc50, pc99;
     report_latency("io_wake_pthread_cancel", lat, WAKE_ITERS, &pc50, &pc99);
+    pthread_setaffinity_np(pthread_self(), sizeof all, &all);
 
     poll_flag_run(lat, SLOW_ITERS);
     double pf50, pf99;
