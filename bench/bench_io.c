@@ -7,6 +7,8 @@
  *   io_wake_raw_eventfd      hand-written: poll on {pipe, eventfd}, eventfd written
  *   io_wake_pthread_cancel   read on an empty pipe, pthread_cancel, to the cleanup handler
  *   io_wake_poll_100ms_flag  poll with a 100 ms timeout and a flag check
+ * the woken thread on the other CPU than the canceller (see pin_to), and
+ * the first three again with both on one CPU (..._same_cpu).
  * Ping-pong (issue 12): two threads pass a byte back and forth over two
  * pipes, so that every read blocks; us per round trip with cancel_read
  * under a live token, with a hand-rolled ppoll(fd, eventfd) + read, and
