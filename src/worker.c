@@ -6,9 +6,10 @@
  * runs the job's DONE hook (which may tell a joiner that the job is over:
  * the joiner's next spawn then finds this worker idle), then waits up to
  * IDLE_NS for the next job, then exits.  At most cancel__worker_max_idle
- * workers park at once; a worker that finds the list full exits at once.  Handing a job to an idle worker costs one mutex and one
- * futex wake on that worker's own condition variable (no thundering herd,
- * no thread creation).  The list is LIFO: the most recently parked worker
+ * workers park at once; a worker that finds the list full exits at once.
+ * Handing a job to an idle worker costs one mutex and one futex wake on
+ * that worker's own condition variable (no thundering herd, no thread
+ * creation).  The list is LIFO: the most recently parked worker
  * (warm stack, warm caches) is reused first.
  *
  * Workers are keyed by stack size: a job asking for another size than an
@@ -151,7 +152,9 @@ long cancel__ncpu(void)
     return n;
 }
 
-/* Spins up to SPIN_NS until W is handed a job; true when it was. */
+/* Spins up to SPIN_NS until W is handed a job; true when it was.  (J2)
+ * pairs with (J1) in cancel__worker_start, the giver's store made after
+ * it wrote DONE and ARG. */
 static bool spin_until_job(struct worker *w)
 {
     int64_t start = 0;
@@ -176,10 +179,8 @@ static bool spin_until_job(struct worker *w)
  * it; the job hand-over is ordered by (J1)/(J2) or LOCK. */
 static _Atomic unsigned spinners;
 
-/* Spins up to SPIN_NS for a job; true when one was handed over.  (J2)
- * pairs with (J1) in cancel__worker_start, the giver's store made after
- * it wrote DONE and ARG.  Only on machines with more than one CPU, and one
- * worker at a time: the spin serves a loop of short tasks, where one
+/* Spins up to SPIN_NS for a job; true when one was handed over.  Only on
+ * machines with more than one CPU, and one worker at a time: the spin serves a loop of short tasks, where one
  * worker parks and the next spawn follows at once; when a cancel ends a
  * thousand tasks together, a thousand spinning workers burnt 20 ms of CPU
  * that the canceller and the finishing tasks needed. */
@@ -280,7 +281,7 @@ int cancel__worker_start(void (*job)(void *), void (*done)(void *), void *arg,
         nidle--;
         w->done = done;
         w->arg = arg;
-        /* (J1) pairs with (J2) in spin_for_job: a spinning worker that
+        /* (J1) pairs with (J2) in spin_until_job: a spinning worker that
          * sees JOB sees DONE and ARG. */
         atomic_store_explicit(&w->job, job, memory_order_release);
         if (w->sleeping)
