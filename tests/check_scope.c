@@ -1809,6 +1809,8 @@ enum { MILLION = 100000, CHECK_RSS = 0 };
 #else
 enum { MILLION = 1000000, CHECK_RSS = 1 };
 #endif
+/* memcheck keeps freed blocks in a queue too (make check-valgrind). */
+#define RSS_SEEN (CHECK_RSS && !getenv("CANCEL_VALGRIND"))
 
 START_TEST(a_million_handle_less_tasks_through_one_scope_keep_memory_flat)
 {
@@ -1829,7 +1831,7 @@ START_TEST(a_million_handle_less_tasks_through_one_scope_keep_memory_flat)
     ck_assert_int_eq(atomic_load(&runs), MILLION);
     /* Limit 2, the one being made, and finished ones on their way out. */
     ck_assert_int_le(peak_records, 5);
-    if (CHECK_RSS)
+    if (RSS_SEEN)
         ck_assert_int_lt(rss1 - rss0, 1024);
 }
 END_TEST
